@@ -1,0 +1,178 @@
+/*
+ * kvslim.h — a compressed key/value cache for transformer attention, and attention computed
+ * directly over it. The one public header; it is also the manual.
+ *
+ * Life cycle
+ *   kvs_config cfg = kvs_config_default();            shapes + compression method
+ *   kvs_config_parse(&cfg, "oscar-int2,jensen=taylor"); optional: the same as one string
+ *   kvs_cache_create(&cfg, &cache);                    allocates the fixed bookkeeping
+ *   for each chunk of n tokens, for each layer l:
+ *       kvs_attend(cache, l, n, q, k, v, out);         attention of the chunk's n queries over
+ *                                                      [cached tokens | the chunk itself, causal]
+ *       kvs_cache_append(cache, l, n, k, v);            then the chunk joins the cache
+ *   kvs_cache_free(cache);
+ *
+ * Layout of the cache, per (layer, KV head)
+ *   [sinks: first S tokens, fp32] [quantized groups of G tokens] [window: newest >= W tokens, fp32]
+ *   Appended tokens enter the window; whenever the window holds W + G tokens its oldest G tokens are
+ *   compressed into one group. Groups are aligned to absolute positions (after the sinks), so the
+ *   cache content never depends on how tokens were chunked. Committed groups are never re-quantized.
+ *
+ * Units and shapes (row-major, float32)
+ *   keys/values of a chunk: [n][n_kv_heads][head_dim]; keys after RoPE, as the model produces them.
+ *   queries and output:     [n][n_heads][head_dim]; query head h reads KV head h / (n_heads/n_kv_heads).
+ *   Bytes are exact allocated payload bytes (every code, scale, zero point, norm, window and table);
+ *   bits per element = 8 * bytes / (tokens * n_layers * n_kv_heads * head_dim * 2).
+ *
+ * Config grammar (kvs_config_parse): comma-separated items, each `key=value` or a preset name.
+ *   presets: fp32 fp16 q8_0 q4_0 kivi-int2 kivi-int4 int4 int2 oscar-int2 oscar-int4
+ *   keys:    k v (fp32|fp16|q8_0|q4_0|int2|int3|int4|int8)  group  window  sinks
+ *            rotate (none|hadamard)  scale (none|token)  jensen (off|taylor|exact)  lambda
+ *            layers heads kv_heads head_dim max_tokens threads tau
+ *   Later items override earlier ones. Unknown keys and bad values are errors naming the offset.
+ *
+ * Threads: calls on one cache must not overlap; different caches are independent. kvs_attend uses
+ * cfg.n_threads worker threads (0 = all cores) when built with OpenMP; results are bit-identical
+ * for every thread count. The library never prints, never aborts and keeps no global state except
+ * the kernel table (filled once) and the per-thread error message.
+ */
+#ifndef KVSLIM_H
+#define KVSLIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVSLIM_VERSION_MAJOR 0
+#define KVSLIM_VERSION_MINOR 1
+#define KVSLIM_VERSION_PATCH 0
+
+#if defined(__GNUC__) || defined(__clang__)
+#define KVS_NODISCARD __attribute__((warn_unused_result))
+#else
+#define KVS_NODISCARD
+#endif
+
+/* Status codes: values are stable, new ones are only appended. */
+typedef enum {
+    KVS_OK = 0,
+    KVS_ERR_ARG = 1,          /* NULL pointer, layer out of range, n <= 0 */
+    KVS_ERR_CONFIG = 2,       /* unknown key, bad value, inconsistent combination */
+    KVS_ERR_NOMEM = 3,        /* allocation failed or a size overflowed */
+    KVS_ERR_NONFINITE = 4,    /* NaN or Inf in keys, values or queries */
+    KVS_ERR_RANGE = 5,        /* finite value outside what the cache type can store (|x| > 65504) */
+    KVS_ERR_CAPACITY = 6,     /* append past cfg.max_tokens */
+    KVS_ERR_IO = 7,           /* file could not be opened, read or written */
+    KVS_ERR_FORMAT = 8,       /* malformed or truncated file */
+    KVS_ERR_UNSUPPORTED = 9,  /* valid but not implemented (version, type) */
+    KVS_ERR_INTERNAL = 10
+} kvs_status;
+
+/* Text of a status code ("config error", ...). Never NULL. */
+const char *kvs_status_str(kvs_status s);
+/* Detail of the last failed call on this thread ("unknown key 'grp' at offset 14"); "" if none. */
+const char *kvs_last_error(void);
+
+/* Storage type of keys or values. */
+typedef enum {
+    KVS_TYPE_FP32 = 0,
+    KVS_TYPE_FP16 = 1,
+    KVS_TYPE_Q8_0 = 2, /* ggml q8_0: per token, blocks of 32 channels, fp16 scale, int8 */
+    KVS_TYPE_Q4_0 = 3, /* ggml q4_0: per token, blocks of 32 channels, fp16 scale, 4-bit */
+    KVS_TYPE_INT2 = 4, /* asymmetric uniform, fp16 scale + offset per group; keys per channel */
+    KVS_TYPE_INT3 = 5, /* over G tokens, values per token over G channels */
+    KVS_TYPE_INT4 = 6,
+    KVS_TYPE_INT8 = 7,
+    KVS_TYPE_COUNT
+} kvs_type;
+
+typedef enum { KVS_ROTATE_NONE = 0, KVS_ROTATE_HADAMARD = 1 } kvs_rotate;
+typedef enum { KVS_SCALE_NONE = 0, KVS_SCALE_TOKEN = 1 } kvs_scale;
+typedef enum { KVS_JENSEN_OFF = 0, KVS_JENSEN_TAYLOR = 1, KVS_JENSEN_EXACT = 2 } kvs_jensen;
+
+/* Facts about a storage type (the traits table). */
+typedef struct {
+    const char *name;   /* "int2", "q8_0", ... as in the config grammar */
+    int bits;           /* bits per code (32 for fp32, 8.5 rounds to 8 for q8_0: see block_* ) */
+    int block;          /* ggml types: elements per block (32); others 1 */
+    int block_bytes;    /* ggml types: bytes per block; fp: bytes per element; affine: 0 */
+    int affine;         /* 1 for INT2/3/4/8: grouped codes with fp16 scale and offset */
+} kvs_type_info;
+const kvs_type_info *kvs_type_get(kvs_type t); /* NULL for an out-of-range t */
+
+/* The whole description of a cache. Create with kvs_config_default() so new fields get defaults. */
+typedef struct {
+    int n_layers, n_heads, n_kv_heads, head_dim; /* head_dim: power of two when rotate=hadamard */
+    int max_tokens;      /* capacity per layer; appending past it is KVS_ERR_CAPACITY */
+    kvs_type k_type, v_type;
+    int group;           /* G: tokens per key group (per channel), channels per value group */
+    int window;          /* W: newest tokens kept fp32; multiple of group */
+    int sinks;           /* first tokens kept fp32 forever */
+    kvs_rotate rotate;   /* Hadamard on keys (query rotated to match) and values (output rotated back) */
+    kvs_scale scale;     /* OScaR per-token key norm (all KV heads of the layer) before quantization */
+    kvs_jensen jensen;   /* bias correction on scores of quantized keys */
+    float lambda;        /* Jensen strength, default 1 */
+    float tau;           /* softmax scale; 0 = 1/sqrt(head_dim) */
+    int n_threads;       /* 0 = all available */
+} kvs_config;
+
+/* Defaults: SmolLM2-135M shapes (30 layers, 9 heads, 3 KV heads, 64), 8192 tokens, fp32, G=32, W=0. */
+kvs_config kvs_config_default(void);
+/* Apply a config string on top of *cfg (see grammar above). On error *cfg is left unchanged.
+ * @return KVS_OK or KVS_ERR_CONFIG (message names the item and its offset). */
+KVS_NODISCARD kvs_status kvs_config_parse(kvs_config *cfg, const char *text);
+/* Check a config for consistency. @return KVS_OK or KVS_ERR_CONFIG naming the field. */
+KVS_NODISCARD kvs_status kvs_config_validate(const kvs_config *cfg);
+/* Canonical string of the compression part (k, v, group, window, sinks, rotate, scale, jensen,
+ * lambda), parseable back. Writes at most cap bytes incl. NUL. @return length needed (w/o NUL). */
+size_t kvs_config_format(const kvs_config *cfg, char *buf, size_t cap);
+
+typedef struct kvs_cache kvs_cache; /* opaque */
+
+/* @return KVS_OK (and *out set), KVS_ERR_ARG, KVS_ERR_CONFIG or KVS_ERR_NOMEM. */
+KVS_NODISCARD kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out);
+void kvs_cache_free(kvs_cache *c); /* NULL is a no-op */
+/* Forget all tokens, keep the allocation of fixed tables. */
+void kvs_cache_reset(kvs_cache *c);
+const kvs_config *kvs_cache_config(const kvs_cache *c);
+
+/* Append n tokens to `layer`. k, v: [n][n_kv_heads][head_dim]. Layers are independent (a model
+ * appends the same tokens to each).
+ * @return KVS_OK, KVS_ERR_ARG, KVS_ERR_NONFINITE, KVS_ERR_RANGE, KVS_ERR_CAPACITY, KVS_ERR_NOMEM.
+ * On error nothing is appended. */
+KVS_NODISCARD kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k,
+                                          const float *v);
+
+/* Attention of n queries over the cache of `layer` followed by the chunk itself (k, v, positions
+ * after the cached ones; query i sees chunk tokens 0..i). q, out: [n][n_heads][head_dim];
+ * k, v: [n][n_kv_heads][head_dim], the chunk's own keys and values (n >= 1).
+ * Does not modify the cache. @return KVS_OK, KVS_ERR_ARG, KVS_ERR_NONFINITE, KVS_ERR_NOMEM. */
+KVS_NODISCARD kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q,
+                                    const float *k, const float *v, float *out);
+
+/* Tokens held by `layer` (sinks + groups + window). -1 for a bad argument. */
+int kvs_cache_tokens(const kvs_cache *c, int layer);
+
+/* Memory, exact: payload bytes allocated by the cache right now (codes, scales, offsets, norms,
+ * window and sink buffers, block tables). */
+size_t kvs_cache_bytes(const kvs_cache *c);
+/* Bits per cached element: 8 * bytes / (tokens * layers * kv_heads * head_dim * 2); 0 if empty. */
+double kvs_cache_bits_per_element(const kvs_cache *c);
+/* Bytes the cache would hold after n_tokens appended to every layer, before creating it.
+ * @return KVS_OK or KVS_ERR_CONFIG / KVS_ERR_ARG / KVS_ERR_NOMEM (overflow). */
+KVS_NODISCARD kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens,
+                                             size_t *bytes);
+
+/* Kernel variant in use: "avx2" or "ref". kvs_set_kernels("ref") forces the scalar reference
+ * (tests and benchmarks); "auto" picks the best the CPU supports. @return KVS_OK or KVS_ERR_ARG
+ * (unknown name, or avx2 asked on a CPU without AVX2/FMA/F16C). */
+const char *kvs_kernels(void);
+KVS_NODISCARD kvs_status kvs_set_kernels(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVSLIM_H */

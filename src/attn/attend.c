@@ -1,0 +1,121 @@
+/* kvs_attend: checks, query rotation and Jensen weights, work items over (KV head, group range),
+ * threads, and the fixed-order merge of online-softmax partials. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/status.h"
+#include "../methods/methods.h"
+#include "attn.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static kvs_status check_finite(const float *x, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return kvs_fail(KVS_ERR_NONFINITE, "attend: %s[%zu] = %g is not finite", what, i, (double)x[i]);
+    return KVS_OK;
+}
+
+/* Groups per work item: a function of the token count only (never of the thread count), so
+ * the merge order and therefore the result bits are the same for any number of threads. */
+static int groups_per_item(int G, int n) {
+    int per = 4096 / G / (n > 0 ? n : 1);
+    return per > 0 ? per : 1;
+}
+
+kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v,
+                      float *out) {
+    if (!c || !q || !k || !v || !out) return kvs_fail(KVS_ERR_ARG, "attend: NULL argument");
+    if (layer < 0 || layer >= c->cfg.n_layers)
+        return kvs_fail(KVS_ERR_ARG, "attend: layer %d out of range [0, %d)", layer, c->cfg.n_layers);
+    if (n < 1 || n > (1 << 20)) return kvs_fail(KVS_ERR_ARG, "attend: n = %d queries out of range [1, 2^20]", n);
+    const int d = c->d, g = c->g, H = c->n_kv, NH = c->cfg.n_heads;
+    const size_t nq = (size_t)n * NH * d, nkv = (size_t)n * H * d;
+    kvs_status st = check_finite(q, nq, "q");
+    if (!st) st = check_finite(k, nkv, "k");
+    if (!st) st = check_finite(v, nkv, "v");
+    if (st) return st;
+
+    const kvs_config *cfg = &c->cfg;
+    const int ngroups = c->layers[layer].n_groups;
+    const int per = groups_per_item(c->G, n);
+    const int nsplit = (ngroups + per - 1) / per;
+    const int items_per_head = 1 + nsplit, n_items = H * items_per_head;
+    const size_t part = (size_t)n * g * (2 + (size_t)d); /* floats per item */
+
+    float *qr = NULL, *w = NULL;
+    float *parts = malloc((size_t)n_items * part * sizeof(float));
+    int ok = parts != NULL;
+    if (ok && cfg->rotate == KVS_ROTATE_HADAMARD) {
+        ok = (qr = malloc(nq * sizeof(float))) != NULL;
+        if (ok) {
+            memcpy(qr, q, nq * sizeof(float));
+            for (size_t r = 0; r < (size_t)n * NH; r++) kvs_fwht(qr + r * d, d);
+        }
+    }
+    if (ok && cfg->jensen == KVS_JENSEN_TAYLOR && ngroups > 0) {
+        ok = (w = malloc(nq * sizeof(float))) != NULL;
+        if (ok) kvs_jensen_weights(qr ? qr : q, (int)((size_t)n * NH * d), c->tau, cfg->lambda, w);
+    }
+    if (!ok) {
+        free(parts);
+        free(qr);
+        return kvs_fail(KVS_ERR_NOMEM, "attend: out of memory for %d queries", n);
+    }
+    const kvs_kernel_table *kt = kvs__kernels();
+
+#ifdef _OPENMP
+    int nt = cfg->n_threads > 0 ? cfg->n_threads : omp_get_max_threads();
+    if (nt > n_items) nt = n_items;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+#endif
+    for (int it = 0; it < n_items; it++) {
+        const int h = it / items_per_head, s = it % items_per_head;
+        kvs_attn_job j = {c, layer, h, n, q, qr ? qr : q, w, k, v};
+        float *base = parts + (size_t)it * part;
+        kvs_partial p = {base, base + (size_t)n * g, base + (size_t)n * g * 2};
+        if (s == 0) {
+            kt->fp(&j, &p);
+        } else {
+            const int g0 = (s - 1) * per, g1 = g0 + per < ngroups ? g0 + per : ngroups;
+            kt->groups(&j, g0, g1, &p);
+        }
+    }
+
+    /* Merge: M = max m, L = sum l e^(m-M), out = (R * sum_q acc e^(m-M) + sum_fp acc e^(m-M)) / L,
+     * R the inverse rotation (H itself) for the group items when rotate=hadamard. */
+    float accq[1024], accf[1024];
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < H; h++)
+            for (int hh = 0; hh < g; hh++) {
+                const size_t o = (size_t)i * g + hh;
+                float M = -INFINITY, L = 0.0f;
+                for (int s = 0; s < items_per_head; s++) {
+                    const float m = parts[(size_t)(h * items_per_head + s) * part + o];
+                    M = m > M ? m : M;
+                }
+                memset(accq, 0, (size_t)d * sizeof(float));
+                memset(accf, 0, (size_t)d * sizeof(float));
+                for (int s = 0; s < items_per_head; s++) {
+                    const float *base = parts + (size_t)(h * items_per_head + s) * part;
+                    const float m = base[o], l = base[(size_t)n * g + o];
+                    if (l == 0.0f) continue;
+                    const float e = expf(m - M);
+                    const float *acc = base + (size_t)n * g * 2 + o * d;
+                    float *dst = s == 0 ? accf : accq;
+                    L += l * e;
+                    for (int x = 0; x < d; x++) dst[x] += e * acc[x];
+                }
+                if (cfg->rotate == KVS_ROTATE_HADAMARD) kvs_fwht(accq, d);
+                float *dst = out + ((size_t)i * NH + (size_t)h * g + hh) * d;
+                const float inv = 1.0f / L;
+                for (int x = 0; x < d; x++) dst[x] = (accq[x] + accf[x]) * inv;
+            }
+    free(parts);
+    free(qr);
+    free(w);
+    return KVS_OK;
+}

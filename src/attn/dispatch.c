@@ -1,0 +1,64 @@
+/* CPU probe and kernel-table choice, done once; "ref" can be forced for tests and benchmarks. */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "../common/status.h"
+#include "attn.h"
+
+#if defined(KVS_HAVE_AVX2)
+#include <cpuid.h>
+static int cpu_has_avx2(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!(fma && osxsave && avx && f16c)) return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0)); /* OS saves YMM state */
+    if ((lo & 6) != 6) return 0;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b >> 5) & 1;
+}
+#else
+static int cpu_has_avx2(void) { return 0; }
+#endif
+
+static _Atomic(const kvs_kernel_table *) g_table;
+
+static const kvs_kernel_table *best(void) {
+#if defined(KVS_HAVE_AVX2)
+    if (cpu_has_avx2()) return &kvs_kernels_avx2;
+#endif
+    return &kvs_kernels_ref;
+}
+
+const kvs_kernel_table *kvs__kernels(void) {
+    const kvs_kernel_table *t = atomic_load(&g_table);
+    if (!t) {
+        t = best();
+        atomic_store(&g_table, t);
+    }
+    return t;
+}
+
+const char *kvs_kernels(void) { return kvs__kernels()->name; }
+
+kvs_status kvs_set_kernels(const char *name) {
+    if (!name) return kvs_fail(KVS_ERR_ARG, "kvs_set_kernels: NULL name");
+    if (!strcmp(name, "auto")) {
+        atomic_store(&g_table, best());
+        return KVS_OK;
+    }
+    if (!strcmp(name, "ref")) {
+        atomic_store(&g_table, &kvs_kernels_ref);
+        return KVS_OK;
+    }
+#if defined(KVS_HAVE_AVX2)
+    if (!strcmp(name, "avx2")) {
+        if (!cpu_has_avx2()) return kvs_fail(KVS_ERR_ARG, "kvs_set_kernels: this CPU lacks AVX2/FMA/F16C");
+        atomic_store(&g_table, &kvs_kernels_avx2);
+        return KVS_OK;
+    }
+#endif
+    return kvs_fail(KVS_ERR_ARG, "kvs_set_kernels: unknown kernel set '%s' (auto, ref, avx2)", name);
+}

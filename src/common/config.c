@@ -1,0 +1,225 @@
+/* kvs_config: defaults, the one-string grammar (see kvslim.h), validation, canonical format. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "status.h"
+
+kvs_config kvs_config_default(void) {
+    kvs_config c;
+    memset(&c, 0, sizeof c);
+    c.n_layers = 30;
+    c.n_heads = 9;
+    c.n_kv_heads = 3;
+    c.head_dim = 64;
+    c.max_tokens = 8192;
+    c.k_type = KVS_TYPE_FP32;
+    c.v_type = KVS_TYPE_FP32;
+    c.group = 32;
+    c.window = 0;
+    c.sinks = 0;
+    c.rotate = KVS_ROTATE_NONE;
+    c.scale = KVS_SCALE_NONE;
+    c.jensen = KVS_JENSEN_OFF;
+    c.lambda = 1.0f;
+    c.tau = 0.0f;
+    c.n_threads = 0;
+    return c;
+}
+
+static const char *const g_type_names[KVS_TYPE_COUNT] = {"fp32", "fp16", "q8_0", "q4_0",
+                                                         "int2", "int3", "int4", "int8"};
+static const char *const g_rotate_names[] = {"none", "hadamard"};
+static const char *const g_scale_names[] = {"none", "token"};
+static const char *const g_jensen_names[] = {"off", "taylor", "exact"};
+
+/* Presets: a name expands to a full compression setting (shapes are left alone). */
+static void preset(kvs_config *c, kvs_type k, kvs_type v, int window, kvs_rotate r, kvs_scale s) {
+    c->k_type = k;
+    c->v_type = v;
+    c->group = 32;
+    c->window = window;
+    c->sinks = 0;
+    c->rotate = r;
+    c->scale = s;
+    c->jensen = KVS_JENSEN_OFF;
+    c->lambda = 1.0f;
+}
+
+static int apply_preset(kvs_config *c, const char *name, size_t len) {
+#define IS(s) (len == strlen(s) && memcmp(name, s, len) == 0)
+    if (IS("fp32")) preset(c, KVS_TYPE_FP32, KVS_TYPE_FP32, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE);
+    else if (IS("fp16")) preset(c, KVS_TYPE_FP16, KVS_TYPE_FP16, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE);
+    else if (IS("q8_0")) preset(c, KVS_TYPE_Q8_0, KVS_TYPE_Q8_0, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE);
+    else if (IS("q4_0")) preset(c, KVS_TYPE_Q4_0, KVS_TYPE_Q4_0, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE);
+    else if (IS("kivi-int2")) preset(c, KVS_TYPE_INT2, KVS_TYPE_INT2, 128, KVS_ROTATE_NONE, KVS_SCALE_NONE);
+    else if (IS("kivi-int4")) preset(c, KVS_TYPE_INT4, KVS_TYPE_INT4, 128, KVS_ROTATE_NONE, KVS_SCALE_NONE);
+    else if (IS("oscar-int2")) preset(c, KVS_TYPE_INT2, KVS_TYPE_INT2, 128, KVS_ROTATE_HADAMARD, KVS_SCALE_TOKEN);
+    else if (IS("oscar-int4")) preset(c, KVS_TYPE_INT4, KVS_TYPE_INT4, 128, KVS_ROTATE_HADAMARD, KVS_SCALE_TOKEN);
+    else return 0;
+    return 1;
+#undef IS
+}
+
+static int lookup(const char *const *names, int n, const char *v, size_t len) {
+    for (int i = 0; i < n; i++)
+        if (strlen(names[i]) == len && memcmp(names[i], v, len) == 0) return i;
+    return -1;
+}
+
+static int parse_int(const char *v, size_t len, long lo, long hi, int *out) {
+    char buf[32];
+    if (len == 0 || len >= sizeof buf) return 0;
+    memcpy(buf, v, len);
+    buf[len] = 0;
+    char *end;
+    errno = 0;
+    long x = strtol(buf, &end, 10);
+    if (errno || *end || x < lo || x > hi) return 0;
+    *out = (int)x;
+    return 1;
+}
+
+static int parse_float(const char *v, size_t len, float lo, float hi, float *out) {
+    char buf[32];
+    if (len == 0 || len >= sizeof buf) return 0;
+    memcpy(buf, v, len);
+    buf[len] = 0;
+    char *end;
+    errno = 0;
+    float x = strtof(buf, &end);
+    if (errno || *end || !isfinite(x) || x < lo || x > hi) return 0;
+    *out = x;
+    return 1;
+}
+
+/* One key=value item; returns 1 ok, 0 bad value, -1 unknown key. */
+static int apply_kv(kvs_config *c, const char *k, size_t kl, const char *v, size_t vl) {
+#define KEY(s) (kl == strlen(s) && memcmp(k, s, kl) == 0)
+    int i;
+    if (KEY("k") || KEY("v")) {
+        if ((i = lookup(g_type_names, KVS_TYPE_COUNT, v, vl)) < 0) return 0;
+        *(KEY("k") ? &c->k_type : &c->v_type) = (kvs_type)i;
+        return 1;
+    }
+    if (KEY("rotate")) {
+        if ((i = lookup(g_rotate_names, 2, v, vl)) < 0) return 0;
+        c->rotate = (kvs_rotate)i;
+        return 1;
+    }
+    if (KEY("scale")) {
+        if ((i = lookup(g_scale_names, 2, v, vl)) < 0) return 0;
+        c->scale = (kvs_scale)i;
+        return 1;
+    }
+    if (KEY("jensen")) {
+        if ((i = lookup(g_jensen_names, 3, v, vl)) < 0) return 0;
+        c->jensen = (kvs_jensen)i;
+        return 1;
+    }
+    if (KEY("lambda")) return parse_float(v, vl, 0.0f, 100.0f, &c->lambda);
+    if (KEY("tau")) return parse_float(v, vl, 0.0f, 1e6f, &c->tau);
+    if (KEY("group")) return parse_int(v, vl, 1, 1 << 20, &c->group);
+    if (KEY("window")) return parse_int(v, vl, 0, 1 << 28, &c->window);
+    if (KEY("sinks")) return parse_int(v, vl, 0, 1 << 28, &c->sinks);
+    if (KEY("layers")) return parse_int(v, vl, 1, 1 << 20, &c->n_layers);
+    if (KEY("heads")) return parse_int(v, vl, 1, 1 << 20, &c->n_heads);
+    if (KEY("kv_heads")) return parse_int(v, vl, 1, 1 << 20, &c->n_kv_heads);
+    if (KEY("head_dim")) return parse_int(v, vl, 1, 1 << 20, &c->head_dim);
+    if (KEY("max_tokens")) return parse_int(v, vl, 1, 1 << 30, &c->max_tokens);
+    if (KEY("threads")) return parse_int(v, vl, 0, 1024, &c->n_threads);
+    return -1;
+#undef KEY
+}
+
+kvs_status kvs_config_parse(kvs_config *cfg, const char *text) {
+    if (!cfg || !text) return kvs_fail(KVS_ERR_ARG, "kvs_config_parse: NULL argument");
+    kvs_config c = *cfg;
+    const char *p = text;
+    for (;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        const char *item = p;
+        while (*p && *p != ',') p++;
+        const char *end = p;
+        while (end > item && (end[-1] == ' ' || end[-1] == '\t')) end--;
+        size_t off = (size_t)(item - text), len = (size_t)(end - item);
+        if (len == 0) {
+            if (*p == 0 && item == text) break; /* empty string: no change */
+            return kvs_fail(KVS_ERR_CONFIG, "config: empty item at offset %zu", off);
+        }
+        const char *eq = memchr(item, '=', len);
+        if (!eq) {
+            if (!apply_preset(&c, item, len))
+                return kvs_fail(KVS_ERR_CONFIG, "config: unknown preset or key without value '%.*s' at offset %zu",
+                                (int)len, item, off);
+        } else {
+            size_t kl = (size_t)(eq - item), vl = len - kl - 1;
+            int r = apply_kv(&c, item, kl, eq + 1, vl);
+            if (r < 0)
+                return kvs_fail(KVS_ERR_CONFIG, "config: unknown key '%.*s' at offset %zu", (int)kl, item, off);
+            if (r == 0)
+                return kvs_fail(KVS_ERR_CONFIG, "config: bad value '%.*s' for key '%.*s' at offset %zu",
+                                (int)vl, eq + 1, (int)kl, item, off + kl + 1);
+        }
+        if (*p == 0) break;
+        p++; /* skip ',' */
+    }
+    kvs_status s = kvs_config_validate(&c);
+    if (s != KVS_OK) return s;
+    *cfg = c;
+    return KVS_OK;
+}
+
+kvs_status kvs_config_validate(const kvs_config *c) {
+    if (!c) return kvs_fail(KVS_ERR_ARG, "config: NULL");
+#define BAD(...) return kvs_fail(KVS_ERR_CONFIG, __VA_ARGS__)
+    if (c->n_layers < 1 || c->n_layers > 4096) BAD("config: layers=%d out of range [1, 4096]", c->n_layers);
+    if (c->n_kv_heads < 1 || c->n_kv_heads > 1024) BAD("config: kv_heads=%d out of range [1, 1024]", c->n_kv_heads);
+    if (c->n_heads < 1 || c->n_heads % c->n_kv_heads || c->n_heads / c->n_kv_heads > 256)
+        BAD("config: heads=%d must be a positive multiple of kv_heads=%d, at most 256 per KV head", c->n_heads,
+            c->n_kv_heads);
+    if (c->head_dim < 16 || c->head_dim > 1024 || c->head_dim % 16)
+        BAD("config: head_dim=%d must be a multiple of 16 in [16, 1024]", c->head_dim);
+    if (c->max_tokens < 1 || c->max_tokens > (1 << 28))
+        BAD("config: max_tokens=%d out of range [1, 2^28]", c->max_tokens);
+    if ((int)c->k_type < 0 || c->k_type >= KVS_TYPE_COUNT) BAD("config: k type %d unknown", (int)c->k_type);
+    if ((int)c->v_type < 0 || c->v_type >= KVS_TYPE_COUNT) BAD("config: v type %d unknown", (int)c->v_type);
+    if (c->group < 8 || c->group > 256 || c->group % 8)
+        BAD("config: group=%d must be a multiple of 8 in [8, 256]", c->group);
+    if (c->head_dim % c->group && c->v_type >= KVS_TYPE_INT2)
+        BAD("config: head_dim=%d is not a multiple of group=%d (value channel groups)", c->head_dim, c->group);
+    if ((c->k_type == KVS_TYPE_Q8_0 || c->k_type == KVS_TYPE_Q4_0 || c->v_type == KVS_TYPE_Q8_0 ||
+         c->v_type == KVS_TYPE_Q4_0) && c->head_dim % 32)
+        BAD("config: head_dim=%d is not a multiple of 32, required by q8_0/q4_0", c->head_dim);
+    if (c->window < 0 || c->window % c->group)
+        BAD("config: window=%d must be a non-negative multiple of group=%d", c->window, c->group);
+    if (c->sinks < 0 || c->sinks > (1 << 20)) BAD("config: sinks=%d out of range [0, 2^20]", c->sinks);
+    if (c->rotate != KVS_ROTATE_NONE && c->rotate != KVS_ROTATE_HADAMARD) BAD("config: rotate %d unknown", (int)c->rotate);
+    if (c->rotate == KVS_ROTATE_HADAMARD && (c->head_dim & (c->head_dim - 1)))
+        BAD("config: rotate=hadamard needs a power-of-two head_dim, got %d", c->head_dim);
+    if (c->scale != KVS_SCALE_NONE && c->scale != KVS_SCALE_TOKEN) BAD("config: scale %d unknown", (int)c->scale);
+    if ((int)c->jensen < 0 || c->jensen > KVS_JENSEN_EXACT) BAD("config: jensen %d unknown", (int)c->jensen);
+    if (!(c->lambda >= 0.0f && c->lambda <= 100.0f)) BAD("config: lambda=%g out of range [0, 100]", (double)c->lambda);
+    if (!(c->tau >= 0.0f && c->tau <= 1e6f)) BAD("config: tau=%g out of range [0, 1e6]", (double)c->tau);
+    if (c->n_threads < 0 || c->n_threads > 1024) BAD("config: threads=%d out of range [0, 1024]", c->n_threads);
+#undef BAD
+    return KVS_OK;
+}
+
+size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
+    char tmp[256];
+    int n = snprintf(tmp, sizeof tmp, "k=%s,v=%s,group=%d,window=%d,sinks=%d,rotate=%s,scale=%s,jensen=%s,lambda=%g",
+                     g_type_names[c->k_type], g_type_names[c->v_type], c->group, c->window, c->sinks,
+                     g_rotate_names[c->rotate], g_scale_names[c->scale], g_jensen_names[c->jensen],
+                     (double)c->lambda);
+    if (n < 0) n = 0;
+    if (buf && cap) {
+        size_t m = (size_t)n < cap - 1 ? (size_t)n : cap - 1;
+        memcpy(buf, tmp, m);
+        buf[m] = 0;
+    }
+    return (size_t)n;
+}

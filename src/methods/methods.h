@@ -1,0 +1,21 @@
+/* Transforms and corrections the cache applies on append and the kernels inline. */
+#ifndef KVS_METHODS_H
+#define KVS_METHODS_H
+#include <stdint.h>
+
+/* Orthonormal Walsh-Hadamard transform in place, x[d], d a power of two (Sylvester order, no
+ * random signs: H[i][j] = (-1)^popcount(i&j)/sqrt(d)). H is symmetric and its own inverse. */
+void kvs_fwht(float *x, int d);
+
+/* OScaR per-token norm over all KV heads: sqrt(sum of squares of k[n_kv*d]); 1 if 0 or NaN. */
+float kvs_oscar_norm(const float *k, int n);
+
+/* Jensen bias correction (jensen-correction.md).
+ * ln(sinh a / a), accurate for all a (series near 0, log form elsewhere; never calls sinh). */
+double kvs_log_sinhc(double a);
+/* Taylor (second-order) per-channel weights: w[c] = lambda * tau^2 * q[c]^2 / 24. */
+void kvs_jensen_weights(const float *q, int d, float tau, float lambda, float *w);
+/* Exact form for one key: sum_c ln(sinh(a_c)/a_c), a_c = tau * n * q[c] * delta[c] / 2,
+ * times lambda. */
+float kvs_jensen_exact(const float *q, const float *delta, int d, float tau, float n, float lambda);
+#endif

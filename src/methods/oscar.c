@@ -1,0 +1,12 @@
+/* OScaR omni-token scaling (oscar.md section 4): one L2 norm per token over all KV heads of a
+ * layer, so every stored key vector has unit norm and shares one per-channel range. */
+#include <math.h>
+
+#include "methods.h"
+
+float kvs_oscar_norm(const float *k, int n) {
+    double s = 0.0; /* double: the norm must not depend on summation order across platforms */
+    for (int i = 0; i < n; i++) s += (double)k[i] * k[i];
+    float r = (float)sqrt(s);
+    return (r > 0.0f && isfinite(r)) ? r : 1.0f;
+}
