@@ -167,8 +167,10 @@ KVS_NODISCARD kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_
                                              size_t *bytes);
 
 /* Kernel variant in use: "avx2" or "ref". kvs_set_kernels("ref") forces the scalar reference
- * (tests and benchmarks); "auto" picks the best the CPU supports. @return KVS_OK or KVS_ERR_ARG
- * (unknown name, or avx2 asked on a CPU without AVX2/FMA/F16C). */
+ * (tests and benchmarks); "auto" restores the default: the best the CPU supports, or "ref" when
+ * the environment variable KVS_KERNELS=ref is set. @return KVS_OK or KVS_ERR_ARG (unknown name,
+ * or avx2 asked on a CPU without AVX2/FMA/F16C). Process-wide; not to be changed while another
+ * thread is inside kvs_attend. */
 const char *kvs_kernels(void);
 KVS_NODISCARD kvs_status kvs_set_kernels(const char *name);
 

@@ -19,11 +19,10 @@ static void roundtrip(const float *k, int rotate, int scale, double *rel) {
         n[t] = scale ? kvs_oscar_norm(x + t * D, D) : 1.0f;
         for (int i = 0; i < D; i++) x[t * D + i] /= n[t];
     }
-    uint8_t codes[D * G / 4];
-    kvs_affine_meta meta[D];
-    kvs_affine_quant_keys(x, G, D, D, 2, codes, meta);
+    static uint8_t part[D * (G / 4 + 4)];
+    kvs_quant_keys(KVS_TYPE_INT2, x, G, D, part);
     for (int t = 0; t < G; t++) {
-        kvs_affine_dequant_key(codes, meta, G, D, 2, t, y);
+        kvs_dequant_key(KVS_TYPE_INT2, part, G, D, t, y);
         for (int i = 0; i < D; i++) y[i] *= n[t];
         if (rotate) kvs_fwht(y, D);
         double e = 0, s = 0;

@@ -57,8 +57,8 @@ static void test_bound(void) {
                 if (kind == 4) v = (i % 3 == 0) ? 1e-42 : (i % 3 == 1 ? -0.0 : 1e-40); /* subnormals */
                 x[i] = (float)v;
             }
-            kvs_affine_meta m;
-            kvs_affine_quant_group(x, 32, 1, b, codes, &m);
+            uint16_t ms, mo;
+            kvs_affine_quant_group(x, 32, 1, b, codes, &ms, &mo);
             float lo = x[0], hi = x[0];
             for (int i = 0; i < 32; i++) {
                 lo = fminf(lo, x[i]);
@@ -67,7 +67,7 @@ static void test_bound(void) {
             }
             if (lo == 0 && hi == 0) { lo = -1; hi = 1; }
             const double D = (double)(hi - lo) / qmax;
-            const double S = kvs_fp16_to_fp32(m.scale), O = kvs_fp16_to_fp32(m.offset);
+            const double S = kvs_fp16_to_fp32(ms), O = kvs_fp16_to_fp32(mo);
             const double tol = D / 2 * (1 + 1e-5) + 1e-6 * fmax(fabs(lo), fabs(hi)) +
                                ldexp(1, -11) * (qmax * fabs(S) + fabs(O)) + ldexp(1, -24) * (qmax + 1);
             for (int i = 0; i < 32; i++) {
@@ -84,26 +84,26 @@ static void test_bound(void) {
 static void test_exact_cases(void) {
     float x[32];
     uint8_t c[32];
-    kvs_affine_meta m;
+    uint16_t ms, mo;
     for (int i = 0; i < 32; i++) x[i] = (float)(i % 4); /* {0,1,2,3} round-trips at INT2 */
-    kvs_affine_quant_group(x, 32, 1, 2, c, &m);
+    kvs_affine_quant_group(x, 32, 1, 2, c, &ms, &mo);
     int bad = 0;
-    for (int i = 0; i < 32; i++) bad += c[i] * kvs_fp16_to_fp32(m.scale) + kvs_fp16_to_fp32(m.offset) != x[i];
-    CHECK(bad == 0 && kvs_fp16_to_fp32(m.scale) == 1.0f, "{0,1,2,3} not exact (%d)", bad);
+    for (int i = 0; i < 32; i++) bad += c[i] * kvs_fp16_to_fp32(ms) + kvs_fp16_to_fp32(mo) != x[i];
+    CHECK(bad == 0 && kvs_fp16_to_fp32(ms) == 1.0f, "{0,1,2,3} not exact (%d)", bad);
     for (int i = 0; i < 32; i++) x[i] = 0.1f; /* constant group -> half(c) */
-    kvs_affine_quant_group(x, 32, 1, 2, c, &m);
-    CHECK(c[5] * kvs_fp16_to_fp32(m.scale) + kvs_fp16_to_fp32(m.offset) == kvs_fp16_to_fp32(kvs_fp32_to_fp16(0.1f)),
+    kvs_affine_quant_group(x, 32, 1, 2, c, &ms, &mo);
+    CHECK(c[5] * kvs_fp16_to_fp32(ms) + kvs_fp16_to_fp32(mo) == kvs_fp16_to_fp32(kvs_fp32_to_fp16(0.1f)),
           "constant group");
     for (int i = 0; i < 32; i++) x[i] = 0.0f; /* all zero: range [-1,1], z = 2 at INT2 -> exactly 0 */
-    kvs_affine_quant_group(x, 32, 1, 2, c, &m);
-    CHECK(c[0] == 2 && c[0] * kvs_fp16_to_fp32(m.scale) + kvs_fp16_to_fp32(m.offset) == 0.0f, "zero group: code %d", c[0]);
+    kvs_affine_quant_group(x, 32, 1, 2, c, &ms, &mo);
+    CHECK(c[0] == 2 && c[0] * kvs_fp16_to_fp32(ms) + kvs_fp16_to_fp32(mo) == 0.0f, "zero group: code %d", c[0]);
     /* tie: range [0,3] at INT2, x = 0.5 lands exactly on 0.5 in code space -> even code 0;
        x = 1.5 -> 2 */
     for (int i = 0; i < 32; i++) x[i] = (float)(i % 4);
     x[4] = 0.5f;
     x[5] = 1.5f;
     x[6] = 2.5f;
-    kvs_affine_quant_group(x, 32, 1, 2, c, &m);
+    kvs_affine_quant_group(x, 32, 1, 2, c, &ms, &mo);
     CHECK(c[4] == 0 && c[5] == 2 && c[6] == 2, "ties to even: %d %d %d", c[4], c[5], c[6]);
 }
 
@@ -139,23 +139,51 @@ static void test_ggml(void) {
     CHECK(bad4 == 0, "q4_0: %d values beyond d", bad4);
 }
 
-/* The traits table: every type has a name and row round trip within its step. */
+/* The traits table and the group layouts: every type has a name, keys and values round-trip
+ * within the type's step, and the slot order is a permutation that packs and unpacks exactly. */
 static void test_types(void) {
     rng_t r = {4};
-    float x[64], y[64];
-    uint8_t row[512];
+    enum { G = 32, D = 64 };
+    float x[G * D], y[D];
+    static uint8_t part[G * D * 4 + 4096];
     for (int t = 0; t < KVS_TYPE_COUNT; t++) {
         const kvs_type_info *ti = kvs_type_get((kvs_type)t);
         CHECK(ti && ti->name && ti->bits > 0, "type %d has no info", t);
-        CHECK(kvs_row_bytes((kvs_type)t, 64, 32) > 0, "type %d has no row size", t);
-        fill_normal(&r, x, 64, 1.0);
-        kvs_quant_row((kvs_type)t, x, 64, 32, row);
-        kvs_dequant_row((kvs_type)t, row, 64, 32, y);
-        double e = max_abs_diff(x, y, 64, NULL);
-        double bound = t == KVS_TYPE_FP32 ? 0 : (t == KVS_TYPE_FP16 ? 4e-3 : 8.0 / ((1 << ti->bits) - 1));
-        CHECK(e <= bound, "type %s: max error %g > %g", ti->name, e, bound);
+        CHECK(kvs_kgroup_bytes((kvs_type)t, D, G) > 0 && kvs_vgroup_bytes((kvs_type)t, D, G) > 0, "type %d has no size", t);
+        fill_normal(&r, x, G * D, 1.0);
+        const double bound = t == KVS_TYPE_FP32 ? 0 : (t == KVS_TYPE_FP16 ? 4e-3 : 8.0 / ((1 << ti->bits) - 1));
+        double ek = 0, ev = 0;
+        kvs_quant_keys((kvs_type)t, x, G, D, part);
+        for (int tok = 0; tok < G; tok++) {
+            kvs_dequant_key((kvs_type)t, part, G, D, tok, y);
+            ek = fmax(ek, max_abs_diff(x + tok * D, y, D, NULL));
+        }
+        kvs_quant_values((kvs_type)t, x, G, D, part);
+        for (int tok = 0; tok < G; tok++) {
+            kvs_dequant_value((kvs_type)t, part, G, D, tok, y);
+            ev = fmax(ev, max_abs_diff(x + tok * D, y, D, NULL));
+        }
+        CHECK(ek <= bound && ev <= bound, "type %s: max error keys %g values %g > %g", ti->name, ek, ev, bound);
     }
     CHECK(kvs_type_get(KVS_TYPE_COUNT) == NULL && kvs_type_get((kvs_type)-1) == NULL, "out of range type");
+    /* slots: a permutation for every (bits, n); row packing round-trips */
+    const int ns[] = {8, 16, 24, 32, 48, 64, 96, 128, 256};
+    int bad = 0;
+    for (int bi = 0; bi < 4; bi++)
+        for (int ni = 0; ni < 9; ni++) {
+            const int b = k_bits[bi], n = ns[ni];
+            uint8_t seen[256] = {0}, codes[256], row[256];
+            for (int i = 0; i < n; i++) {
+                const int sl = kvs_code_slot(b, n, i);
+                if (sl < 0 || sl >= n || seen[sl]++) bad++;
+                codes[i] = (uint8_t)(rng_u64(&r) & ((1u << b) - 1));
+            }
+            kvs_pack_row(codes, n, b, row);
+            for (int i = 0; i < n; i++) bad += kvs_code_at(row, n, b, i) != codes[i];
+        }
+    CHECK(bad == 0, "%d slot/packing errors", bad);
+    CHECK(kvs_code_slot(2, 32, 1) == 16 && kvs_code_slot(2, 32, 2) == 1 && kvs_code_slot(2, 32, 8) == 4,
+          "int2 slot order pinned");
 }
 
 int main(void) {

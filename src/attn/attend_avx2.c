@@ -3,10 +3,9 @@
  * OScaR norm and Jensen term into the score, per-token value scales into the probabilities
  * (acc += (p*S) * code, offsets summed once per group). Codes are unpacked in registers.
  *
- * Lane order: for b in {2,4,8} and rows whose length is a multiple of 64/b, one 64-bit word is
- * broadcast and shifted per lane (variable shifts), which visits the word's elements in a
- * permuted order (elem_of_lane below). Scores are un-permuted after the dot products; value
- * accumulators stay permuted inside an item and are un-permuted once at its end. */
+ * Codes: for b in {2,4,8} one 64-bit word is broadcast and each lane shifted by its own amount;
+ * the slot order of formats.h makes the 8 lanes come out as 8 consecutive tokens (keys) or
+ * channels (values), so no result needs re-ordering. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
@@ -58,69 +57,127 @@ static inline __m256 exp_neg(__m256 x) {
 /* 1 when rows of `len` b-bit codes use the broadcast-word (permuted) order. */
 static inline int perm_mode(int b, int len) { return b != 3 && len % (64 / b) == 0; }
 
-/* Element index visited by lane l of vector k (8 elements per vector). */
-static inline int elem_of_lane(int b, int perm, int k, int l) {
-    if (!perm) return 8 * k + l;
-    const int epw = 64 / b, vpw = epw / 8, word = k / vpw, sub = k % vpw;
-    return word * epw + (l & 1) * (epw / 2) + (l >> 1) + 4 * sub;
+/* Lane shifts of sub-vector `sub` of a broadcast 64-bit word: lanes alternate between the low
+ * and high 32-bit halves, lane l takes element (l>>1) + 4*sub of its half. */
+static inline __m256i perm_shift(const int B, int sub) {
+    return _mm256_setr_epi32(B * (4 * sub), B * (4 * sub), B * (4 * sub + 1), B * (4 * sub + 1), B * (4 * sub + 2),
+                             B * (4 * sub + 2), B * (4 * sub + 3), B * (4 * sub + 3));
 }
 
-/* Codes of vector k of a row, as floats. */
-static inline __m256 unpack8(const uint8_t *row, int b, int perm, int k) {
-    const __m256i mask = _mm256_set1_epi32((1 << b) - 1);
-    if (perm) {
-        const int vpw = 8 / b, word = k / vpw, sub = k % vpw;
-        int64_t w;
-        memcpy(&w, row + 8 * word, 8);
-        const __m256i sh = _mm256_add_epi32(_mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
-                                            _mm256_set1_epi32(4 * sub));
-        const __m256i v = _mm256_srlv_epi32(_mm256_set1_epi64x(w), _mm256_mullo_epi32(sh, _mm256_set1_epi32(b)));
-        return _mm256_cvtepi32_ps(_mm256_and_si256(v, mask));
-    }
-    if (b == 8) return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + 8 * k))));
+static inline __m256 codes_perm(__m256i word, __m256i shift, const int B) {
+    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(word, shift), _mm256_set1_epi32((1 << B) - 1)));
+}
+
+static inline __m256i bcast_word(const uint8_t *p) {
+    int64_t w;
+    memcpy(&w, p, 8);
+    return _mm256_set1_epi64x(w);
+}
+
+/* Elements 8k..8k+7 of a row in natural order. */
+static inline __m256 codes_nat(const uint8_t *row, int k, const int B) {
+    if (B == 8) return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + 8 * k))));
     uint32_t w = 0;
-    memcpy(&w, row + b * k, (size_t)b);
-    const __m256i sh = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(b));
-    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), sh), mask));
+    memcpy(&w, row + B * k, (size_t)B);
+    const __m256i sh = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
+    return _mm256_cvtepi32_ps(
+        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), sh), _mm256_set1_epi32((1 << B) - 1)));
 }
 
-/* ---- per-token row types (fp32, fp16, q8_0, q4_0): dot and axpy ------------------------- */
+/* Elements 8k..8k+7 of a row of codes, as floats. */
+static inline __m256 codes_vec(const uint8_t *row, int k, const int B, const int perm) {
+    if (!perm) return codes_nat(row, k, B);
+    const int vpw = 8 / B;
+    return codes_perm(bcast_word(row + 8 * (k / vpw)), perm_shift(B, k % vpw), B);
+}
 
-static inline __m256 load8_row(kvs_type t, const uint8_t *row, int c0, float *scale) {
-    switch (t) {
-    case KVS_TYPE_FP32: *scale = 1.0f; return _mm256_loadu_ps((const float *)row + c0);
-    case KVS_TYPE_FP16: *scale = 1.0f; return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * c0)));
-    case KVS_TYPE_Q8_0: {
+/* ---- per-token row types (fp32, fp16, q8_0, q4_0) ----------------------------------------- */
+
+/* Elements c0..c0+7 of a row; *scale receives the block scale the values must be multiplied by. */
+static inline __m256 row_vec(const uint8_t *row, int c0, float *scale, const kvs_type T) {
+    if (T == KVS_TYPE_FP32) {
+        *scale = 1.0f;
+        return _mm256_loadu_ps((const float *)row + c0);
+    }
+    if (T == KVS_TYPE_FP16) {
+        *scale = 1.0f;
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * c0)));
+    }
+    if (T == KVS_TYPE_Q8_0) {
         const kvs_block_q8_0 *b = (const kvs_block_q8_0 *)row + c0 / KVS_QK;
         *scale = _cvtsh_ss(b->d);
         return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + c0 % KVS_QK))));
     }
-    default: { /* q4_0: elements j and j+16 share byte j */
-        const kvs_block_q4_0 *b = (const kvs_block_q4_0 *)row + c0 / KVS_QK;
-        const int j = c0 % KVS_QK;
-        *scale = _cvtsh_ss(b->d);
-        __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + (j & 15))));
-        x = j < 16 ? _mm256_and_si256(x, _mm256_set1_epi32(15)) : _mm256_srli_epi32(x, 4);
-        return _mm256_cvtepi32_ps(_mm256_sub_epi32(x, _mm256_set1_epi32(8)));
-    }
+    /* q4_0: elements j and j+16 share byte j */
+    const kvs_block_q4_0 *b = (const kvs_block_q4_0 *)row + c0 / KVS_QK;
+    const int j = c0 % KVS_QK;
+    *scale = _cvtsh_ss(b->d);
+    __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + (j & 15))));
+    x = j < 16 ? _mm256_and_si256(x, _mm256_set1_epi32(15)) : _mm256_srli_epi32(x, 4);
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(x, _mm256_set1_epi32(8)));
+}
+
+/* s[h*G + t] = q_h . row_t for the g heads, rows of a per-token type T */
+static inline __attribute__((always_inline)) void row_dots_T(const uint8_t *kp, size_t krow, int G, int d, int g,
+                                                             const float *const *qh, float *s, const kvs_type T) {
+    for (int t = 0; t < G; t++) {
+        const uint8_t *row = kp + (size_t)t * krow;
+        for (int h = 0; h < g; h++) {
+            __m256 acc = _mm256_setzero_ps();
+            if (T == KVS_TYPE_FP32 || T == KVS_TYPE_FP16) {
+                for (int c = 0; c < d; c += 8) {
+                    float sc;
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + c), row_vec(row, c, &sc, T), acc);
+                }
+            } else {
+                for (int c = 0; c < d; c += KVS_QK) { /* one scale per 32-element block */
+                    float sc;
+                    __m256 blk = _mm256_mul_ps(_mm256_loadu_ps(qh[h] + c), row_vec(row, c, &sc, T));
+                    for (int x = 8; x < KVS_QK; x += 8)
+                        blk = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + c + x), row_vec(row, c + x, &sc, T), blk);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(sc), blk, acc);
+                }
+            }
+            s[(size_t)h * G + t] = hsum(acc);
+        }
     }
 }
 
-static inline float row_dot(kvs_type t, const uint8_t *row, const float *q, int d) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int c = 0; c < d; c += 8) {
-        float s;
-        const __m256 x = load8_row(t, row, c, &s);
-        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(q + c), _mm256_set1_ps(s)), x, acc);
+static void row_dots(kvs_type T, const uint8_t *kp, size_t krow, int G, int d, int g, const float *const *qh, float *s) {
+    switch (T) {
+    case KVS_TYPE_FP32: row_dots_T(kp, krow, G, d, g, qh, s, KVS_TYPE_FP32); break;
+    case KVS_TYPE_FP16: row_dots_T(kp, krow, G, d, g, qh, s, KVS_TYPE_FP16); break;
+    case KVS_TYPE_Q8_0: row_dots_T(kp, krow, G, d, g, qh, s, KVS_TYPE_Q8_0); break;
+    default: row_dots_T(kp, krow, G, d, g, qh, s, KVS_TYPE_Q4_0); break;
     }
-    return hsum(acc);
 }
 
-static inline void row_axpy(kvs_type t, const uint8_t *row, float p, float *acc, int d) {
-    for (int c = 0; c < d; c += 8) {
-        float s;
-        const __m256 x = load8_row(t, row, c, &s);
-        _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(_mm256_set1_ps(p * s), x, _mm256_loadu_ps(acc + c)));
+/* acc[h][:] += sum_t p[h][t] * row_t, one head at a time, 32 channels in registers */
+static inline __attribute__((always_inline)) void row_axpy_T(const uint8_t *vp, size_t vrow, int G, int d, int g,
+                                                             const float *p, float *acc, const kvs_type T) {
+    for (int h = 0; h < g; h++)
+        for (int cb = 0; cb < d; cb += 32) {
+            const int nv = d - cb >= 32 ? 4 : (d - cb) / 8;
+            __m256 A[4];
+            for (int v = 0; v < nv; v++) A[v] = _mm256_loadu_ps(acc + (size_t)h * d + cb + 8 * v);
+            for (int t = 0; t < G; t++) {
+                const uint8_t *row = vp + (size_t)t * vrow;
+                for (int v = 0; v < nv; v++) {
+                    float sc;
+                    const __m256 x = row_vec(row, cb + 8 * v, &sc, T);
+                    A[v] = _mm256_fmadd_ps(_mm256_set1_ps(p[(size_t)h * G + t] * sc), x, A[v]);
+                }
+            }
+            for (int v = 0; v < nv; v++) _mm256_storeu_ps(acc + (size_t)h * d + cb + 8 * v, A[v]);
+        }
+}
+
+static void row_axpy(kvs_type T, const uint8_t *vp, size_t vrow, int G, int d, int g, const float *p, float *acc) {
+    switch (T) {
+    case KVS_TYPE_FP32: row_axpy_T(vp, vrow, G, d, g, p, acc, KVS_TYPE_FP32); break;
+    case KVS_TYPE_FP16: row_axpy_T(vp, vrow, G, d, g, p, acc, KVS_TYPE_FP16); break;
+    case KVS_TYPE_Q8_0: row_axpy_T(vp, vrow, G, d, g, p, acc, KVS_TYPE_Q8_0); break;
+    default: row_axpy_T(vp, vrow, G, d, g, p, acc, KVS_TYPE_Q4_0); break;
     }
 }
 
@@ -155,19 +212,20 @@ static void softmax_tile(float *s, int nt, float *m, float *l, float *acc, int d
     *l += ls;
 }
 
-/* ---- affine keys: s[hh][perm t] = sum_c a[hh][c] * code[c][t] ------------------------------ */
+/* ---- affine keys: s[h][lane order] = sum_c a[h][c] * code[c][t] ------------------------- */
 
-static inline __attribute__((always_inline)) void key_dots_hb(const uint8_t *codes, int b, int perm, int G,
-                                                              int d, const float *a, float *s, const int HB) {
-    const size_t rowb = (size_t)G * b / 8;
-    for (int k = 0; k < G / 8; k += 2) {
+static inline __attribute__((always_inline)) void key_dots_BH(const uint8_t *codes, int G, int d, const float *a,
+                                                              float *s, const int B, const int perm, const int HB) {
+    const size_t rowb = (size_t)G * B / 8;
+    const int nvec = G / 8;
+    for (int k = 0; k < nvec; k += 2) {
+        const int two = k + 1 < nvec; /* G = 8 * odd leaves one vector at the end */
         __m256 acc[4][2];
         for (int h = 0; h < HB; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
-        const int two = k + 1 < G / 8; /* G = 8 * odd leaves one vector at the end */
         for (int c = 0; c < d; c++) {
             const uint8_t *row = codes + (size_t)c * rowb;
-            const __m256 x0 = unpack8(row, b, perm, k);
-            const __m256 x1 = two ? unpack8(row, b, perm, k + 1) : _mm256_setzero_ps();
+            const __m256 x0 = codes_vec(row, k, B, perm);
+            const __m256 x1 = two ? codes_vec(row, k + 1, B, perm) : _mm256_setzero_ps();
             for (int h = 0; h < HB; h++) {
                 const __m256 av = _mm256_broadcast_ss(a + (size_t)h * d + c);
                 acc[h][0] = _mm256_fmadd_ps(av, x0, acc[h][0]);
@@ -181,46 +239,77 @@ static inline __attribute__((always_inline)) void key_dots_hb(const uint8_t *cod
     }
 }
 
-static void key_dots(const uint8_t *codes, int b, int perm, int G, int d, const float *a, float *s, int hb) {
+static inline __attribute__((always_inline)) void key_dots_B(const uint8_t *codes, int G, int d, const float *a,
+                                                             float *s, int hb, const int B, const int perm) {
     switch (hb) {
-    case 1: key_dots_hb(codes, b, perm, G, d, a, s, 1); break;
-    case 2: key_dots_hb(codes, b, perm, G, d, a, s, 2); break;
-    case 3: key_dots_hb(codes, b, perm, G, d, a, s, 3); break;
-    default: key_dots_hb(codes, b, perm, G, d, a, s, 4); break;
+    case 1: key_dots_BH(codes, G, d, a, s, B, perm, 1); break;
+    case 2: key_dots_BH(codes, G, d, a, s, B, perm, 2); break;
+    case 3: key_dots_BH(codes, G, d, a, s, B, perm, 3); break;
+    default: key_dots_BH(codes, G, d, a, s, B, perm, 4); break;
     }
 }
 
-/* ---- affine values: acc[hh][perm c] += sum_t ws[hh][t][j] * code[t][c] --------------------- */
+static void key_dots(const uint8_t *codes, int b, int perm, int G, int d, const float *a, float *s, int hb) {
+    switch (b * 2 + perm) {
+    case 4: key_dots_B(codes, G, d, a, s, hb, 2, 0); break;
+    case 5: key_dots_B(codes, G, d, a, s, hb, 2, 1); break;
+    case 6: key_dots_B(codes, G, d, a, s, hb, 3, 0); break;
+    case 8: key_dots_B(codes, G, d, a, s, hb, 4, 0); break;
+    case 9: key_dots_B(codes, G, d, a, s, hb, 4, 1); break;
+    case 16: key_dots_B(codes, G, d, a, s, hb, 8, 0); break;
+    default: key_dots_B(codes, G, d, a, s, hb, 8, 1); break;
+    }
+}
 
-static inline __attribute__((always_inline)) void value_acc_hb(const uint8_t *vp, size_t vrow, int b, int perm,
-                                                               int G, int d, const float *ws, int nj,
-                                                               float *acc, const int HB) {
-    for (int cb = 0; cb < d; cb += 32) {
-        const int nv = (d - cb) >= 32 ? 4 : (d - cb) / 8;
-        __m256 A[3][4];
-        int grp[4];
-        for (int v = 0; v < nv; v++) grp[v] = elem_of_lane(b, perm, cb / 8 + v, 0) / G;
-        for (int h = 0; h < HB; h++)
-            for (int v = 0; v < nv; v++) A[h][v] = _mm256_loadu_ps(acc + (size_t)h * d + cb + 8 * v);
+/* ---- affine values: acc[h][c] += sum_t ws[h][group(c)][t] * code[t][c] ------------------- */
+
+static inline __attribute__((always_inline)) void value_acc_BH(const uint8_t *vp, size_t vrow, int G, int d,
+                                                               const float *ws, int nj, float *acc, const int B,
+                                                               const int perm, const int HB) {
+    for (int k = 0; k < d / 8; k += 2) { /* d is a multiple of 16 */
+        const int j0 = 8 * k / G, j1 = (8 * k + 8) / G;
+        __m256 A[4][2];
+        for (int h = 0; h < HB; h++) {
+            A[h][0] = _mm256_loadu_ps(acc + (size_t)h * d + 8 * k);
+            A[h][1] = _mm256_loadu_ps(acc + (size_t)h * d + 8 * k + 8);
+        }
         for (int t = 0; t < G; t++) {
             const uint8_t *row = vp + (size_t)t * vrow;
-            __m256 x[4];
-            for (int v = 0; v < nv; v++) x[v] = unpack8(row, b, perm, cb / 8 + v);
-            for (int h = 0; h < HB; h++)
-                for (int v = 0; v < nv; v++)
-                    A[h][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(ws + ((size_t)h * G + t) * nj + grp[v]), x[v], A[h][v]);
+            const __m256 x0 = codes_vec(row, k, B, perm), x1 = codes_vec(row, k + 1, B, perm);
+            for (int h = 0; h < HB; h++) {
+                const float *w = ws + (size_t)h * nj * G + t;
+                A[h][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + (size_t)j0 * G), x0, A[h][0]);
+                A[h][1] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + (size_t)j1 * G), x1, A[h][1]);
+            }
         }
-        for (int h = 0; h < HB; h++)
-            for (int v = 0; v < nv; v++) _mm256_storeu_ps(acc + (size_t)h * d + cb + 8 * v, A[h][v]);
+        for (int h = 0; h < HB; h++) {
+            _mm256_storeu_ps(acc + (size_t)h * d + 8 * k, A[h][0]);
+            _mm256_storeu_ps(acc + (size_t)h * d + 8 * k + 8, A[h][1]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void value_acc_B(const uint8_t *vp, size_t vrow, int G, int d,
+                                                              const float *ws, int nj, float *acc, int hb, const int B,
+                                                              const int perm) {
+    switch (hb) {
+    case 1: value_acc_BH(vp, vrow, G, d, ws, nj, acc, B, perm, 1); break;
+    case 2: value_acc_BH(vp, vrow, G, d, ws, nj, acc, B, perm, 2); break;
+    case 3: value_acc_BH(vp, vrow, G, d, ws, nj, acc, B, perm, 3); break;
+    default: value_acc_BH(vp, vrow, G, d, ws, nj, acc, B, perm, 4); break;
     }
 }
 
 static void value_acc(const uint8_t *vp, size_t vrow, int b, int perm, int G, int d, const float *ws, int nj,
                       float *acc, int hb) {
-    switch (hb) {
-    case 1: value_acc_hb(vp, vrow, b, perm, G, d, ws, nj, acc, 1); break;
-    case 2: value_acc_hb(vp, vrow, b, perm, G, d, ws, nj, acc, 2); break;
-    default: value_acc_hb(vp, vrow, b, perm, G, d, ws, nj, acc, 3); break;
+    switch (b * 2 + perm) {
+    case 4: value_acc_B(vp, vrow, G, d, ws, nj, acc, hb, 2, 0); break;
+    case 5: value_acc_B(vp, vrow, G, d, ws, nj, acc, hb, 2, 1); break;
+    case 6: value_acc_B(vp, vrow, G, d, ws, nj, acc, hb, 3, 0); break;
+    case 8: value_acc_B(vp, vrow, G, d, ws, nj, acc, hb, 4, 0); break;
+    case 9: value_acc_B(vp, vrow, G, d, ws, nj, acc, hb, 4, 1); break;
+    case 16: value_acc_B(vp, vrow, G, d, ws, nj, acc, hb, 8, 0); break;
+    default: value_acc_B(vp, vrow, G, d, ws, nj, acc, hb, 8, 1); break;
     }
 }
 
@@ -232,30 +321,27 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     const int d = c->d, g = c->g, G = c->G, n = j->n;
     const kvs_type kt = cfg->k_type, vt = cfg->v_type;
     const int kb = kvs_affine_bits(kt), vb = kvs_affine_bits(vt);
-    const int kperm = kb && perm_mode(kb, G), vperm = vb && perm_mode(vb, d) && G % (64 / vb) == 0;
-    const size_t krow = kvs_row_bytes(kt, d, G), vrow = kvs_row_bytes(vt, d, G);
+    const int kperm = kb && perm_mode(kb, G), vperm = vb && perm_mode(vb, d);
+    const size_t krow = kvs_row_bytes(kt, d), vrow = vb ? (size_t)d * vb / 8 : kvs_row_bytes(vt, d);
     const int nj = d / G > 0 ? d / G : 1;
+    const int ggml_k = kt == KVS_TYPE_Q8_0 || kt == KVS_TYPE_Q4_0;
     const float tau = c->tau;
     const int jensen = cfg->jensen;
     const float *const *norms = cfg->scale == KVS_SCALE_TOKEN ? (const float *const *)c->layers[j->layer].norm : NULL;
     const kvs_stream *st = kvs_stream_at(c, j->layer, j->kvh);
 
-    /* scratch: scores [g][G], folded query a [g][d], meta sc/of [d], value weights [g][G][nj],
-     * offsets [g][nj], delta^2 [d], permutation tables */
-    const size_t nscr = (size_t)g * G + (size_t)g * d + 3 * (size_t)d + (size_t)g * G * nj + (size_t)g * nj + G + d;
+    /* scratch: scores [g][G], folded query a [g][d], steps [d], value weights [g][nj][G],
+     * value offsets [g][nj] */
+    const size_t nscr = (size_t)g * G + (size_t)g * d + (size_t)d + (size_t)g * nj * G + (size_t)g * nj;
     float *scr = malloc(nscr * sizeof(float));
-    int *kp_of = malloc(((size_t)G + d) * sizeof(int));
-    if (!scr || !kp_of) { /* cannot happen for sane sizes; fall back to the reference */
+    const float **qh = malloc((size_t)g * sizeof(float *));
+    if (!scr || !qh) { /* tiny allocations; if even these fail, use the reference */
         free(scr);
-        free(kp_of);
+        free(qh);
         kvs_kernels_ref.groups(j, g0, g1, p);
         return;
     }
-    float *S = scr, *A = S + (size_t)g * G, *sc = A + (size_t)g * d, *of = sc + d, *dd = of + d;
-    float *ws = dd + d, *wo = ws + (size_t)g * G * nj, *sp = wo + (size_t)g * nj, *vtmp = sp + G;
-    int *ktok = kp_of, *vch = kp_of + G;
-    for (int x = 0; x < G; x++) ktok[x] = kb ? elem_of_lane(kb, kperm, x / 8, x % 8) : x;
-    for (int x = 0; x < d; x++) vch[x] = vb ? elem_of_lane(vb, vperm, x / 8, x % 8) : x;
+    float *S = scr, *A = S + (size_t)g * G, *dl = A + (size_t)g * d, *ws = dl + d, *wo = ws + (size_t)g * nj * G;
 
     for (int x = 0; x < n * g; x++) {
         p->m[x] = -INFINITY;
@@ -266,27 +352,24 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     for (int grp = g0; grp < g1; grp++) {
         const uint8_t *kp = st->blk[grp], *vp = kp + c->kbytes;
         const float *nrm = norms ? norms[grp] : NULL;
-        if (kb) {
-            const kvs_affine_meta *meta = (const kvs_affine_meta *)(kp + (size_t)d * G * kb / 8);
-            for (int x = 0; x < d; x++) {
-                sc[x] = _cvtsh_ss(meta[x].scale);
-                of[x] = _cvtsh_ss(meta[x].offset);
-                dd[x] = sc[x] * sc[x];
-            }
-        }
+        const uint16_t *Sk = kb ? (const uint16_t *)(kp + (size_t)d * G * kb / 8) : NULL, *Ok = Sk ? Sk + d : NULL;
+        if (kb && jensen == KVS_JENSEN_EXACT)
+            for (int x = 0; x < d; x += 8) _mm256_storeu_ps(dl + x, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + x))));
         for (int i = 0; i < n; i++) {
+            for (int h = 0; h < g; h++) qh[h] = kvs_job_q(j, j->qr, i, h);
             /* scores of the G tokens for the g heads */
             if (kb) {
                 float beta[256], bj[256];
                 for (int h = 0; h < g; h++) {
-                    const float *qr = kvs_job_q(j, j->qr, i, h);
                     __m256 bacc = _mm256_setzero_ps(), jacc = _mm256_setzero_ps();
+                    const float *w = jensen == KVS_JENSEN_TAYLOR ? kvs_job_q(j, j->w, i, h) : NULL;
                     for (int x = 0; x < d; x += 8) {
-                        const __m256 qv = _mm256_loadu_ps(qr + x);
-                        _mm256_storeu_ps(A + (size_t)h * d + x, _mm256_mul_ps(qv, _mm256_loadu_ps(sc + x)));
-                        bacc = _mm256_fmadd_ps(qv, _mm256_loadu_ps(of + x), bacc);
-                        if (jensen == KVS_JENSEN_TAYLOR)
-                            jacc = _mm256_fmadd_ps(_mm256_loadu_ps(kvs_job_q(j, j->w, i, h) + x), _mm256_loadu_ps(dd + x), jacc);
+                        const __m256 qv = _mm256_loadu_ps(qh[h] + x);
+                        const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + x)));
+                        const __m256 ov = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Ok + x)));
+                        _mm256_storeu_ps(A + (size_t)h * d + x, _mm256_mul_ps(qv, sv));
+                        bacc = _mm256_fmadd_ps(qv, ov, bacc);
+                        if (w) jacc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(w + x), sv), sv, jacc);
                     }
                     beta[h] = hsum(bacc);
                     bj[h] = hsum(jacc);
@@ -295,80 +378,75 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
                     const int hb = g - h0 < 4 ? g - h0 : 4;
                     key_dots(kp, kb, kperm, G, d, A + (size_t)h0 * d, S + (size_t)h0 * G, hb);
                 }
+                /* s = tau n (a.code + beta) - n^2 b, the norm and Jensen term folded per token */
                 for (int h = 0; h < g; h++) {
                     float *s = S + (size_t)h * G;
-                    memcpy(sp, s, (size_t)G * sizeof(float));
-                    for (int x = 0; x < G; x++) s[ktok[x]] = sp[x];
-                    for (int t = 0; t < G; t++) {
-                        const float nt = nrm ? nrm[t] : 1.0f;
-                        s[t] = tau * nt * (s[t] + beta[h]);
-                        if (jensen == KVS_JENSEN_TAYLOR) s[t] -= nt * nt * bj[h];
-                        else if (jensen == KVS_JENSEN_EXACT)
-                            s[t] -= kvs_jensen_exact(kvs_job_q(j, j->qr, i, h), sc, d, tau, nt, cfg->lambda);
+                    const __m256 bv = _mm256_set1_ps(beta[h]), jv = _mm256_set1_ps(bj[h]), tv = _mm256_set1_ps(tau);
+                    for (int t = 0; t < G; t += 8) {
+                        const __m256 nv = nrm ? _mm256_loadu_ps(nrm + t) : _mm256_set1_ps(1.0f);
+                        __m256 x = _mm256_mul_ps(_mm256_mul_ps(tv, nv), _mm256_add_ps(_mm256_loadu_ps(s + t), bv));
+                        if (jensen == KVS_JENSEN_TAYLOR) x = _mm256_fnmadd_ps(_mm256_mul_ps(nv, nv), jv, x);
+                        _mm256_storeu_ps(s + t, x);
                     }
+                    if (jensen == KVS_JENSEN_EXACT)
+                        for (int t = 0; t < G; t++) s[t] -= kvs_jensen_exact(qh[h], dl, d, tau, nrm ? nrm[t] : 1.0f, cfg->lambda);
                 }
             } else {
+                row_dots(kt, kp, krow, G, d, g, qh, S);
                 for (int t = 0; t < G; t++) {
-                    const uint8_t *row = kp + (size_t)t * krow;
                     const float nt = nrm ? nrm[t] : 1.0f;
-                    if (jensen && (kt == KVS_TYPE_Q8_0 || kt == KVS_TYPE_Q4_0))
-                        kvs__group_key_delta(c, j->layer, j->kvh, grp, t, dd);
+                    if (jensen && ggml_k) kvs__group_key_delta(c, j->layer, j->kvh, grp, t, dl);
                     for (int h = 0; h < g; h++) {
-                        const float *qr = kvs_job_q(j, j->qr, i, h);
-                        float s = tau * nt * row_dot(kt, row, qr, d);
-                        if (jensen == KVS_JENSEN_TAYLOR && (kt == KVS_TYPE_Q8_0 || kt == KVS_TYPE_Q4_0)) {
+                        float s = tau * nt * S[(size_t)h * G + t];
+                        if (jensen == KVS_JENSEN_TAYLOR && ggml_k) {
                             const float *w = kvs_job_q(j, j->w, i, h);
                             float b = 0.0f;
-                            for (int x = 0; x < d; x++) b += w[x] * dd[x] * dd[x];
+                            for (int x = 0; x < d; x++) b += w[x] * dl[x] * dl[x];
                             s -= nt * nt * b;
-                        } else if (jensen == KVS_JENSEN_EXACT && (kt == KVS_TYPE_Q8_0 || kt == KVS_TYPE_Q4_0)) {
-                            s -= kvs_jensen_exact(qr, dd, d, tau, nt, cfg->lambda);
+                        } else if (jensen == KVS_JENSEN_EXACT && ggml_k) {
+                            s -= kvs_jensen_exact(qh[h], dl, d, tau, nt, cfg->lambda);
                         }
                         S[(size_t)h * G + t] = s;
                     }
                 }
             }
-            /* softmax and values, per head */
+            /* softmax and values */
             for (int h = 0; h < g; h++) {
                 const size_t o = (size_t)i * g + h;
                 softmax_tile(S + (size_t)h * G, G, &p->m[o], &p->l[o], p->acc + o * d, d);
             }
             float *acc0 = p->acc + (size_t)i * g * d;
             if (vb) {
-                for (int h = 0; h < g; h++)
-                    for (int jg = 0; jg < nj; jg++) wo[(size_t)h * nj + jg] = 0.0f;
-                for (int t = 0; t < G; t++) {
-                    const kvs_affine_meta *meta = (const kvs_affine_meta *)(vp + (size_t)t * vrow + (size_t)d * vb / 8);
-                    for (int jg = 0; jg < nj; jg++) {
-                        const float s = _cvtsh_ss(meta[jg].scale), o = _cvtsh_ss(meta[jg].offset);
-                        for (int h = 0; h < g; h++) {
-                            const float pr = S[(size_t)h * G + t];
-                            ws[((size_t)h * G + t) * nj + jg] = pr * s;
-                            wo[(size_t)h * nj + jg] += pr * o;
+                /* per-token scales folded into the probabilities, offsets summed once per group */
+                const uint16_t *Sv = (const uint16_t *)(vp + (size_t)G * vrow), *Ov = Sv + (size_t)nj * G;
+                for (int jg = 0; jg < nj; jg++)
+                    for (int h = 0; h < g; h++) {
+                        __m256 oacc = _mm256_setzero_ps();
+                        for (int t = 0; t < G; t += 8) {
+                            const __m256 pv = _mm256_loadu_ps(S + (size_t)h * G + t);
+                            const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sv + (size_t)jg * G + t)));
+                            const __m256 ov = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Ov + (size_t)jg * G + t)));
+                            _mm256_storeu_ps(ws + ((size_t)h * nj + jg) * G + t, _mm256_mul_ps(pv, sv));
+                            oacc = _mm256_fmadd_ps(pv, ov, oacc);
                         }
+                        wo[(size_t)h * nj + jg] = hsum(oacc);
                     }
-                }
                 for (int h0 = 0; h0 < g; h0 += 3) {
                     const int hb = g - h0 < 3 ? g - h0 : 3;
-                    value_acc(vp, vrow, vb, vperm, G, d, ws + (size_t)h0 * G * nj, nj, acc0 + (size_t)h0 * d, hb);
+                    value_acc(vp, vrow, vb, vperm, G, d, ws + (size_t)h0 * nj * G, nj, acc0 + (size_t)h0 * d, hb);
                 }
                 for (int h = 0; h < g; h++)
-                    for (int x = 0; x < d; x++) acc0[(size_t)h * d + x] += wo[(size_t)h * nj + vch[x] / G];
+                    for (int x = 0; x < d; x += 8) {
+                        float *a = acc0 + (size_t)h * d + x;
+                        _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), _mm256_set1_ps(wo[(size_t)h * nj + x / G])));
+                    }
             } else {
-                for (int t = 0; t < G; t++)
-                    for (int h = 0; h < g; h++)
-                        row_axpy(vt, vp + (size_t)t * vrow, S[(size_t)h * G + t], acc0 + (size_t)h * d, d);
+                row_axpy(vt, vp, vrow, G, d, g, S, acc0);
             }
         }
     }
-    if (vb && vperm) /* un-permute the value accumulators */
-        for (int x = 0; x < n * g; x++) {
-            float *acc = p->acc + (size_t)x * d;
-            memcpy(vtmp, acc, (size_t)d * sizeof(float));
-            for (int y = 0; y < d; y++) acc[vch[y]] = vtmp[y];
-        }
     free(scr);
-    free(kp_of);
+    free(qh);
 }
 
 /* ---- the fp kernel: sinks, window and the chunk, fp32 rows --------------------------------- */
@@ -379,11 +457,19 @@ static void fp_rows(const float *q, int d, float tau, const float *k, size_t kst
                     size_t vstride, int nt, float *m, float *l, float *acc, float *s) {
     for (int t0 = 0; t0 < nt; t0 += FP_TILE) {
         const int cnt = nt - t0 < FP_TILE ? nt - t0 : FP_TILE;
-        for (int t = 0; t < cnt; t++)
-            s[t] = tau * row_dot(KVS_TYPE_FP32, (const uint8_t *)(k + (size_t)(t0 + t) * kstride), q, d);
+        for (int t = 0; t < cnt; t++) {
+            const float *kr = k + (size_t)(t0 + t) * kstride;
+            __m256 a = _mm256_setzero_ps();
+            for (int c = 0; c < d; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(kr + c), a);
+            s[t] = tau * hsum(a);
+        }
         softmax_tile(s, cnt, m, l, acc, d);
-        for (int t = 0; t < cnt; t++)
-            row_axpy(KVS_TYPE_FP32, (const uint8_t *)(v + (size_t)(t0 + t) * vstride), s[t], acc, d);
+        for (int t = 0; t < cnt; t++) {
+            const float *vr = v + (size_t)(t0 + t) * vstride;
+            const __m256 pv = _mm256_set1_ps(s[t]);
+            for (int c = 0; c < d; c += 8)
+                _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + c), _mm256_loadu_ps(acc + c)));
+        }
     }
 }
 

@@ -208,7 +208,7 @@ double kvs_cache_bits_per_element(const kvs_cache *c) {
 }
 
 /* Compress the oldest G window tokens of every KV head of `layer` into group blocks that the
- * caller has already allocated (blocks[h], norm). tmp: [n_kv][G][d] scratch. */
+ * caller has already allocated (blocks[h], norm). tmp: [n_kv + 1][G][d] scratch. */
 static void flush_group(kvs_cache *c, int layer, uint8_t **blocks, float *norm, float *tmp) {
     const int G = c->G, d = c->d, H = c->n_kv;
     const kvs_config *cfg = &c->cfg;
@@ -233,22 +233,14 @@ static void flush_group(kvs_cache *c, int layer, uint8_t **blocks, float *norm, 
                 for (int i = 0; i < d; i++) x[i] *= inv;
             }
         }
-    const int kb = kvs_affine_bits(cfg->k_type);
-    const size_t krow = kvs_row_bytes(cfg->k_type, d, G), vrow = kvs_row_bytes(cfg->v_type, d, G);
-    float vr[1024];
+    float *vr = tmp + (size_t)H * G * d; /* [G][d] values of one head */
     for (int h = 0; h < H; h++) {
         kvs_stream *s = kvs_stream_at(c, layer, h);
-        uint8_t *kp = blocks[h], *vp = blocks[h] + c->kbytes;
-        const float *x = tmp + (size_t)h * G * d;
-        if (kb)
-            kvs_affine_quant_keys(x, G, d, d, kb, kp, (kvs_affine_meta *)(kp + (size_t)d * G * kb / 8));
-        else
-            for (int t = 0; t < G; t++) kvs_quant_row(cfg->k_type, x + (size_t)t * d, d, G, kp + t * krow);
-        for (int t = 0; t < G; t++) {
-            memcpy(vr, s->win_v + (size_t)t * d, (size_t)d * sizeof(float));
-            if (cfg->rotate == KVS_ROTATE_HADAMARD) kvs_fwht(vr, d);
-            kvs_quant_row(cfg->v_type, vr, d, G, vp + t * vrow);
-        }
+        kvs_quant_keys(cfg->k_type, tmp + (size_t)h * G * d, G, d, blocks[h]);
+        memcpy(vr, s->win_v, (size_t)G * d * sizeof(float));
+        if (cfg->rotate == KVS_ROTATE_HADAMARD)
+            for (int t = 0; t < G; t++) kvs_fwht(vr + (size_t)t * d, d);
+        kvs_quant_values(cfg->v_type, vr, G, d, blocks[h] + c->kbytes);
     }
 }
 
@@ -304,7 +296,7 @@ kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, cons
     const size_t blk = c->kbytes + c->vbytes;
     float *tmp = NULL;
     if (new_groups > 0) {
-        tmp = malloc((size_t)H * G * d * sizeof(float));
+        tmp = malloc((size_t)(H + 1) * G * d * sizeof(float));
         if (!tmp) return kvs_fail(KVS_ERR_NOMEM, "append: out of memory");
         for (int i = 0; i < new_groups; i++) {
             int gi = (int)g0 + i;

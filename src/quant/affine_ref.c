@@ -16,18 +16,29 @@ void kvs_pack_bits(const uint8_t *codes, int n, int bits, uint8_t *out) {
     }
 }
 
-void kvs_unpack_bits(const uint8_t *in, int n, int bits, uint8_t *codes) {
-    uint32_t mask = (1u << bits) - 1;
-    for (int i = 0; i < n; i++) {
-        size_t bit = (size_t)i * bits;
-        uint32_t w = in[bit >> 3];
-        if ((bit & 7) + bits > 8) w |= (uint32_t)in[(bit >> 3) + 1] << 8;
-        codes[i] = (uint8_t)((w >> (bit & 7)) & mask);
-    }
+static uint8_t code_in_slot(const uint8_t *in, int bits, int slot) {
+    size_t bit = (size_t)slot * bits;
+    uint32_t w = in[bit >> 3];
+    if ((bit & 7) + bits > 8) w |= (uint32_t)in[(bit >> 3) + 1] << 8;
+    return (uint8_t)((w >> (bit & 7)) & ((1u << bits) - 1));
 }
 
-void kvs_affine_quant_group(const float *x, int n, int stride, int bits, uint8_t *codes,
-                            kvs_affine_meta *meta) {
+void kvs_unpack_bits(const uint8_t *in, int n, int bits, uint8_t *codes) {
+    for (int i = 0; i < n; i++) codes[i] = code_in_slot(in, bits, i);
+}
+
+void kvs_pack_row(const uint8_t *codes, int n, int bits, uint8_t *out) {
+    uint8_t slots[1024];
+    for (int i = 0; i < n; i++) slots[kvs_code_slot(bits, n, i)] = codes[i];
+    kvs_pack_bits(slots, n, bits, out);
+}
+
+uint8_t kvs_code_at(const uint8_t *row, int n, int bits, int i) {
+    return code_in_slot(row, bits, kvs_code_slot(bits, n, i));
+}
+
+void kvs_affine_quant_group(const float *x, int n, int stride, int bits, uint8_t *codes, uint16_t *scale,
+                            uint16_t *offset) {
     const float qmax = (float)((1 << bits) - 1);
     float lo = x[0], hi = x[0];
     for (int i = 1; i < n; i++) {
@@ -56,47 +67,6 @@ void kvs_affine_quant_group(const float *x, int n, int stride, int bits, uint8_t
         c = c < 0.0f ? 0.0f : (c > qmax ? qmax : c);
         codes[i] = (uint8_t)c;
     }
-    meta->scale = kvs_fp32_to_fp16(delta);
-    meta->offset = kvs_fp32_to_fp16(off);
-}
-
-void kvs_affine_quant_keys(const float *x, int G, int d, int ld, int bits, uint8_t *codes,
-                           kvs_affine_meta *meta) {
-    uint8_t tmp[256];
-    size_t row = (size_t)G * bits / 8;
-    for (int c = 0; c < d; c++) {
-        kvs_affine_quant_group(x + c, G, ld, bits, tmp, &meta[c]);
-        kvs_pack_bits(tmp, G, bits, codes + (size_t)c * row);
-    }
-}
-
-void kvs_affine_dequant_key(const uint8_t *codes, const kvs_affine_meta *meta, int G, int d,
-                            int bits, int t, float *out) {
-    size_t row = (size_t)G * bits / 8;
-    for (int c = 0; c < d; c++) {
-        uint8_t code;
-        size_t bit = (size_t)t * bits;
-        const uint8_t *r = codes + (size_t)c * row;
-        uint32_t w = r[bit >> 3];
-        if ((bit & 7) + bits > 8) w |= (uint32_t)r[(bit >> 3) + 1] << 8;
-        code = (uint8_t)((w >> (bit & 7)) & ((1u << bits) - 1));
-        out[c] = (float)code * kvs_fp16_to_fp32(meta[c].scale) + kvs_fp16_to_fp32(meta[c].offset);
-    }
-}
-
-void kvs_affine_quant_row(const float *x, int d, int g, int bits, uint8_t *codes,
-                          kvs_affine_meta *meta) {
-    uint8_t tmp[1024];
-    for (int j = 0; j < d / g; j++) kvs_affine_quant_group(x + j * g, g, 1, bits, tmp + j * g, &meta[j]);
-    kvs_pack_bits(tmp, d, bits, codes);
-}
-
-void kvs_affine_dequant_row(const uint8_t *codes, const kvs_affine_meta *meta, int d, int g,
-                            int bits, float *out) {
-    uint8_t tmp[1024];
-    kvs_unpack_bits(codes, d, bits, tmp);
-    for (int i = 0; i < d; i++) {
-        const kvs_affine_meta *m = &meta[i / g];
-        out[i] = (float)tmp[i] * kvs_fp16_to_fp32(m->scale) + kvs_fp16_to_fp32(m->offset);
-    }
+    *scale = kvs_fp32_to_fp16(delta);
+    *offset = kvs_fp32_to_fp16(off);
 }

@@ -5,15 +5,18 @@
  *   q8_0: fp16 d, int8 qs[32]                 value = qs[j] * d
  *   q4_0: fp16 d, uint8 qs[16]                element j in the low nibble of qs[j], element j+16
  *                                             in the high nibble; value = (nibble - 8) * d
- * Affine INTb (b in 2,3,4,8), codes LSB-first, metadata = fp16 (scale S, offset O), x = c*S + O:
- *   keys, one group = G tokens x head_dim channels, per channel:
- *     codes [head_dim][G*b/8]   row c holds token t at bits [b*t, b*t+b)   (b=2,G=32: one u64)
- *     meta  [head_dim][2]       (S, O) of channel c over the G tokens
- *   values, per token, groups of G channels, one row per token = [codes][meta]:
- *     codes [head_dim*b/8]      channel i at bits [b*i, b*i+b)
- *     meta  [head_dim/G][2]
- * Per-token types (fp32, fp16, q8_0, q4_0, affine values): a group is [G tokens][row bytes].
- * head_dim is a multiple of 16, so every row and meta offset is even (2-byte fields aligned).
+ * Affine INTb (b in 2,3,4,8), codes LSB-first, fp16 scale S and offset O per group, x = c*S + O,
+ * metadata as separate S and O arrays so kernels convert 8 of them with one instruction:
+ *   keys, one group = G tokens x head_dim channels, per channel over the G tokens:
+ *     codes [head_dim][G*b/8]   row c holds token t in slot kvs_code_slot(b, G, t)
+ *     S [head_dim], O [head_dim]
+ *   values, per token, channel groups of G (nj = head_dim / G groups):
+ *     codes [G][head_dim*b/8]   row t holds channel i in slot kvs_code_slot(b, head_dim, i)
+ *     S [nj][G], O [nj][G]
+ *   A slot s occupies bits [b*s, b*s+b). The slot order lets an AVX2 kernel broadcast one 64-bit
+ *   word and shift each lane by its own amount to get 8 consecutive elements in order.
+ * Per-token types (fp32, fp16, q8_0, q4_0): a group is [G tokens][row bytes].
+ * head_dim is a multiple of 16, so every array offset is even (2-byte fields aligned).
  * A cache block holds one group of G tokens of one (layer, KV head): [K part][V part]; the OScaR
  * norms of those G tokens (fp32, one per token per layer) live in a per-layer block. */
 #ifndef KVS_QUANT_FORMATS_H
@@ -38,12 +41,6 @@ typedef struct {
 } kvs_block_q4_0;
 static_assert(sizeof(kvs_block_q4_0) == 18, "q4_0 block must be 18 bytes");
 
-/* One affine group's metadata. */
-typedef struct {
-    uint16_t scale, offset;
-} kvs_affine_meta;
-static_assert(sizeof(kvs_affine_meta) == 4, "affine meta must be 4 bytes");
-
 /* Bits of an affine type, 0 for the others. */
 static inline int kvs_affine_bits(kvs_type t) {
     switch (t) {
@@ -55,11 +52,19 @@ static inline int kvs_affine_bits(kvs_type t) {
     }
 }
 
-/* Bytes of one token row of head_dim elements for the per-token types (fp32, fp16, q8_0, q4_0,
- * and affine values with channel groups of g). */
-static inline size_t kvs_row_bytes(kvs_type t, int head_dim, int g) {
-    int b = kvs_affine_bits(t);
-    if (b) return (size_t)head_dim * b / 8 + (size_t)(head_dim / g) * sizeof(kvs_affine_meta);
+/* Slot of element i in a row of n codes of b bits. For b in {2, 4, 8} and n a multiple of the
+ * 64/b codes of a word, element 8k+l (l < 8) of word w goes to slot
+ *   w*epw + (l&1)*epw/2 + (l>>1) + 4*(k mod epw/8),   epw = 64/b,
+ * i.e. the lanes of an 8-wide vector alternate between the low and high 32-bit half of the word;
+ * otherwise slot = i (plain LSB-first order). */
+static inline int kvs_code_slot(int b, int n, int i) {
+    if (b == 3 || n % (64 / b)) return i;
+    const int epw = 64 / b, word = i / epw, k = (i % epw) / 8, l = i % 8;
+    return word * epw + (l & 1) * (epw / 2) + (l >> 1) + 4 * k;
+}
+
+/* Bytes of one token row of the per-token types (fp32, fp16, q8_0, q4_0); 0 for affine types. */
+static inline size_t kvs_row_bytes(kvs_type t, int head_dim) {
     switch (t) {
     case KVS_TYPE_FP32: return (size_t)head_dim * 4;
     case KVS_TYPE_FP16: return (size_t)head_dim * 2;
@@ -72,12 +77,14 @@ static inline size_t kvs_row_bytes(kvs_type t, int head_dim, int g) {
 /* Bytes of the key part of one group of G tokens: affine keys are per channel. */
 static inline size_t kvs_kgroup_bytes(kvs_type t, int head_dim, int G) {
     int b = kvs_affine_bits(t);
-    if (b) return (size_t)head_dim * ((size_t)G * b / 8 + sizeof(kvs_affine_meta));
-    return (size_t)G * kvs_row_bytes(t, head_dim, G);
+    if (b) return (size_t)head_dim * ((size_t)G * b / 8 + 2 * sizeof(uint16_t));
+    return (size_t)G * kvs_row_bytes(t, head_dim);
 }
 
-/* Bytes of the value part of one group of G tokens: values are always per token. */
+/* Bytes of the value part of one group of G tokens: values are per token. */
 static inline size_t kvs_vgroup_bytes(kvs_type t, int head_dim, int G) {
-    return (size_t)G * kvs_row_bytes(t, head_dim, G);
+    int b = kvs_affine_bits(t);
+    if (b) return (size_t)G * ((size_t)head_dim * b / 8 + (size_t)(head_dim / G) * 2 * sizeof(uint16_t));
+    return (size_t)G * kvs_row_bytes(t, head_dim);
 }
 #endif

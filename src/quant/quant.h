@@ -5,27 +5,17 @@
 
 #include "formats.h"
 
-/* LSB-first bit packing of n codes of `bits` bits (n*bits multiple of 8). */
+/* LSB-first bit packing of n codes of `bits` bits (n*bits multiple of 8); code i in slot i. */
 void kvs_pack_bits(const uint8_t *codes, int n, int bits, uint8_t *out);
 void kvs_unpack_bits(const uint8_t *in, int n, int bits, uint8_t *codes);
+/* The same with element i in slot kvs_code_slot(bits, n, i) (the layout of formats.h). */
+void kvs_pack_row(const uint8_t *codes, int n, int bits, uint8_t *out);
+uint8_t kvs_code_at(const uint8_t *row, int n, int bits, int i);
 
 /* Asymmetric min-max quantizer of one group (OScaR spec 5.2): n values x[i*stride], codes in
- * [0, 2^bits-1], metadata rounded to fp16. */
-void kvs_affine_quant_group(const float *x, int n, int stride, int bits, uint8_t *codes,
-                            kvs_affine_meta *meta);
-
-/* Keys: x is [G][ld] (token-major, first d channels used); writes codes [d][G*b/8] and meta [d]. */
-void kvs_affine_quant_keys(const float *x, int G, int d, int ld, int bits, uint8_t *codes,
-                           kvs_affine_meta *meta);
-/* Dequantize token t of a key group to out[d]. */
-void kvs_affine_dequant_key(const uint8_t *codes, const kvs_affine_meta *meta, int G, int d,
-                            int bits, int t, float *out);
-
-/* Values: one token row x[d], channel groups of g: codes [d*b/8], meta [d/g]. */
-void kvs_affine_quant_row(const float *x, int d, int g, int bits, uint8_t *codes,
-                          kvs_affine_meta *meta);
-void kvs_affine_dequant_row(const uint8_t *codes, const kvs_affine_meta *meta, int d, int g,
-                            int bits, float *out);
+ * [0, 2^bits-1], scale and offset rounded to fp16. */
+void kvs_affine_quant_group(const float *x, int n, int stride, int bits, uint8_t *codes, uint16_t *scale,
+                            uint16_t *offset);
 
 /* ggml q8_0 / q4_0, rounding-for-rounding as quantize_row_q*_ref; n multiple of 32. */
 void kvs_quant_row_q8_0(const float *x, kvs_block_q8_0 *y, int n);
@@ -33,8 +23,12 @@ void kvs_dequant_row_q8_0(const kvs_block_q8_0 *x, float *y, int n);
 void kvs_quant_row_q4_0(const float *x, kvs_block_q4_0 *y, int n);
 void kvs_dequant_row_q4_0(const kvs_block_q4_0 *x, float *y, int n);
 
-/* Any per-token row type (fp32, fp16, q8_0, q4_0, affine with channel groups g): quantize one
- * row of d values into `row` (kvs_row_bytes bytes), and back. */
-void kvs_quant_row(kvs_type t, const float *x, int d, int g, uint8_t *row);
-void kvs_dequant_row(kvs_type t, const uint8_t *row, int d, int g, float *out);
+/* Group level, any type (formats.h layouts). x: [G][d] token-major. Keys of affine types are
+ * quantized per channel over the G tokens, values per token over channel groups of G. */
+void kvs_quant_keys(kvs_type t, const float *x, int G, int d, uint8_t *kpart);
+void kvs_dequant_key(kvs_type t, const uint8_t *kpart, int G, int d, int tok, float *out);
+/* Quantization step of each channel of key `tok` (0 for fp32/fp16). */
+void kvs_key_delta(kvs_type t, const uint8_t *kpart, int G, int d, int tok, float *delta);
+void kvs_quant_values(kvs_type t, const float *x, int G, int d, uint8_t *vpart);
+void kvs_dequant_value(kvs_type t, const uint8_t *vpart, int G, int d, int tok, float *out);
 #endif

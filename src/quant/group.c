@@ -1,0 +1,115 @@
+/* Group-level quantize/dequantize for every cache type: the layouts of formats.h, written once. */
+#include <string.h>
+
+#include "../common/fp16.h"
+#include "quant.h"
+
+static float half_at(const uint8_t *p, size_t i) {
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return kvs_fp16_to_fp32(h);
+}
+
+/* per-token row types */
+static void quant_row(kvs_type t, const float *x, int d, uint8_t *row) {
+    switch (t) {
+    case KVS_TYPE_FP32: memcpy(row, x, (size_t)d * 4); break;
+    case KVS_TYPE_FP16:
+        for (int i = 0; i < d; i++) {
+            uint16_t h = kvs_fp32_to_fp16(x[i]);
+            memcpy(row + 2 * i, &h, 2);
+        }
+        break;
+    case KVS_TYPE_Q8_0: kvs_quant_row_q8_0(x, (kvs_block_q8_0 *)row, d); break;
+    default: kvs_quant_row_q4_0(x, (kvs_block_q4_0 *)row, d); break;
+    }
+}
+
+static void dequant_row(kvs_type t, const uint8_t *row, int d, float *out) {
+    switch (t) {
+    case KVS_TYPE_FP32: memcpy(out, row, (size_t)d * 4); break;
+    case KVS_TYPE_FP16:
+        for (int i = 0; i < d; i++) out[i] = half_at(row, (size_t)i);
+        break;
+    case KVS_TYPE_Q8_0: kvs_dequant_row_q8_0((const kvs_block_q8_0 *)row, out, d); break;
+    default: kvs_dequant_row_q4_0((const kvs_block_q4_0 *)row, out, d); break;
+    }
+}
+
+void kvs_quant_keys(kvs_type t, const float *x, int G, int d, uint8_t *kp) {
+    const int b = kvs_affine_bits(t);
+    if (!b) {
+        for (int tok = 0; tok < G; tok++) quant_row(t, x + (size_t)tok * d, d, kp + (size_t)tok * kvs_row_bytes(t, d));
+        return;
+    }
+    const size_t rowb = (size_t)G * b / 8;
+    uint16_t *S = (uint16_t *)(kp + (size_t)d * rowb), *O = S + d;
+    uint8_t codes[256];
+    for (int c = 0; c < d; c++) {
+        kvs_affine_quant_group(x + c, G, d, b, codes, &S[c], &O[c]);
+        kvs_pack_row(codes, G, b, kp + (size_t)c * rowb);
+    }
+}
+
+void kvs_dequant_key(kvs_type t, const uint8_t *kp, int G, int d, int tok, float *out) {
+    const int b = kvs_affine_bits(t);
+    if (!b) {
+        dequant_row(t, kp + (size_t)tok * kvs_row_bytes(t, d), d, out);
+        return;
+    }
+    const size_t rowb = (size_t)G * b / 8;
+    const uint8_t *S = kp + (size_t)d * rowb, *O = S + 2 * (size_t)d;
+    for (int c = 0; c < d; c++)
+        out[c] = (float)kvs_code_at(kp + (size_t)c * rowb, G, b, tok) * half_at(S, (size_t)c) + half_at(O, (size_t)c);
+}
+
+void kvs_key_delta(kvs_type t, const uint8_t *kp, int G, int d, int tok, float *delta) {
+    const int b = kvs_affine_bits(t);
+    if (b) {
+        const uint8_t *S = kp + (size_t)d * G * b / 8;
+        for (int c = 0; c < d; c++) delta[c] = half_at(S, (size_t)c);
+    } else if (t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0) {
+        /* symmetric ggml blocks: the step is |d| of the token's block (d leads each block) */
+        const uint8_t *row = kp + (size_t)tok * kvs_row_bytes(t, d);
+        const size_t bb = t == KVS_TYPE_Q8_0 ? sizeof(kvs_block_q8_0) : sizeof(kvs_block_q4_0);
+        for (int c = 0; c < d; c++) {
+            const float s = half_at(row + (size_t)(c / KVS_QK) * bb, 0);
+            delta[c] = s < 0 ? -s : s;
+        }
+    } else {
+        memset(delta, 0, (size_t)d * sizeof(float)); /* fp32/fp16: no quantization noise modelled */
+    }
+}
+
+void kvs_quant_values(kvs_type t, const float *x, int G, int d, uint8_t *vp) {
+    const int b = kvs_affine_bits(t);
+    if (!b) {
+        for (int tok = 0; tok < G; tok++) quant_row(t, x + (size_t)tok * d, d, vp + (size_t)tok * kvs_row_bytes(t, d));
+        return;
+    }
+    const int nj = d / G;
+    const size_t rowb = (size_t)d * b / 8;
+    uint16_t *S = (uint16_t *)(vp + (size_t)G * rowb), *O = S + (size_t)nj * G;
+    uint8_t codes[1024];
+    for (int tok = 0; tok < G; tok++) {
+        for (int j = 0; j < nj; j++)
+            kvs_affine_quant_group(x + (size_t)tok * d + (size_t)j * G, G, 1, b, codes + j * G, &S[j * G + tok],
+                                   &O[j * G + tok]);
+        kvs_pack_row(codes, d, b, vp + (size_t)tok * rowb);
+    }
+}
+
+void kvs_dequant_value(kvs_type t, const uint8_t *vp, int G, int d, int tok, float *out) {
+    const int b = kvs_affine_bits(t);
+    if (!b) {
+        dequant_row(t, vp + (size_t)tok * kvs_row_bytes(t, d), d, out);
+        return;
+    }
+    const int nj = d / G;
+    const size_t rowb = (size_t)d * b / 8;
+    const uint8_t *S = vp + (size_t)G * rowb, *O = S + 2 * (size_t)nj * G;
+    for (int c = 0; c < d; c++) {
+        const size_t m = (size_t)(c / G) * G + tok;
+        out[c] = (float)kvs_code_at(vp + (size_t)tok * rowb, d, b, c) * half_at(S, m) + half_at(O, m);
+    }
+}
