@@ -117,28 +117,58 @@ static inline __m256 row_vec(const uint8_t *row, int c0, float *scale, const kvs
     return _mm256_cvtepi32_ps(_mm256_sub_epi32(x, _mm256_set1_epi32(8)));
 }
 
-/* s[h*G + t] = q_h . row_t for the g heads, rows of a per-token type T */
-static inline __attribute__((always_inline)) void row_dots_T(const uint8_t *kp, size_t krow, int G, int d, int g,
-                                                             const float *const *qh, float *s, const kvs_type T) {
-    for (int t = 0; t < G; t++) {
-        const uint8_t *row = kp + (size_t)t * krow;
-        for (int h = 0; h < g; h++) {
-            __m256 acc = _mm256_setzero_ps();
+/* Sum of each of 8 vectors, as one vector (lane t = sum of v[t]). */
+static inline __m256 reduce8(const __m256 *v) {
+    const __m256 h01 = _mm256_hadd_ps(v[0], v[1]), h23 = _mm256_hadd_ps(v[2], v[3]);
+    const __m256 h45 = _mm256_hadd_ps(v[4], v[5]), h67 = _mm256_hadd_ps(v[6], v[7]);
+    const __m256 a = _mm256_hadd_ps(h01, h23), b = _mm256_hadd_ps(h45, h67);
+    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+/* s[h*G + t] = q_h . row_t for HB heads, rows of a per-token type T: each row is loaded once for
+ * all heads; 8 tokens' partial vectors are reduced together. */
+static inline __attribute__((always_inline)) void row_dots_TH(const uint8_t *kp, size_t krow, int G, int d,
+                                                              const float *const *qh, float *s, int ldS,
+                                                              const kvs_type T, const int HB) {
+    for (int t0 = 0; t0 < G; t0 += 8) {
+        __m256 part[4][8];
+        for (int tt = 0; tt < 8; tt++) {
+            const uint8_t *row = kp + (size_t)(t0 + tt) * krow;
+            __m256 acc[4];
+            for (int h = 0; h < HB; h++) acc[h] = _mm256_setzero_ps();
             if (T == KVS_TYPE_FP32 || T == KVS_TYPE_FP16) {
                 for (int c = 0; c < d; c += 8) {
                     float sc;
-                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + c), row_vec(row, c, &sc, T), acc);
+                    const __m256 x = row_vec(row, c, &sc, T);
+                    for (int h = 0; h < HB; h++) acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + c), x, acc[h]);
                 }
             } else {
                 for (int c = 0; c < d; c += KVS_QK) { /* one scale per 32-element block */
                     float sc;
-                    __m256 blk = _mm256_mul_ps(_mm256_loadu_ps(qh[h] + c), row_vec(row, c, &sc, T));
-                    for (int x = 8; x < KVS_QK; x += 8)
-                        blk = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + c + x), row_vec(row, c + x, &sc, T), blk);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(sc), blk, acc);
+                    __m256 blk[4];
+                    const __m256 x0 = row_vec(row, c, &sc, T);
+                    for (int h = 0; h < HB; h++) blk[h] = _mm256_mul_ps(_mm256_loadu_ps(qh[h] + c), x0);
+                    for (int x = 8; x < KVS_QK; x += 8) {
+                        const __m256 xv = row_vec(row, c + x, &sc, T);
+                        for (int h = 0; h < HB; h++) blk[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + c + x), xv, blk[h]);
+                    }
+                    const __m256 sv = _mm256_set1_ps(sc);
+                    for (int h = 0; h < HB; h++) acc[h] = _mm256_fmadd_ps(sv, blk[h], acc[h]);
                 }
             }
-            s[(size_t)h * G + t] = hsum(acc);
+            for (int h = 0; h < HB; h++) part[h][tt] = acc[h];
+        }
+        for (int h = 0; h < HB; h++) _mm256_storeu_ps(s + (size_t)h * ldS + t0, reduce8(part[h]));
+    }
+}
+
+static inline __attribute__((always_inline)) void row_dots_T(const uint8_t *kp, size_t krow, int G, int d, int g,
+                                                             const float *const *qh, float *s, const kvs_type T) {
+    for (int h0 = 0; h0 < g; h0 += 3) {
+        switch (g - h0 < 3 ? g - h0 : 3) {
+        case 1: row_dots_TH(kp, krow, G, d, qh + h0, s + (size_t)h0 * G, G, T, 1); break;
+        case 2: row_dots_TH(kp, krow, G, d, qh + h0, s + (size_t)h0 * G, G, T, 2); break;
+        default: row_dots_TH(kp, krow, G, d, qh + h0, s + (size_t)h0 * G, G, T, 3); break;
         }
     }
 }
@@ -152,24 +182,44 @@ static void row_dots(kvs_type T, const uint8_t *kp, size_t krow, int G, int d, i
     }
 }
 
-/* acc[h][:] += sum_t p[h][t] * row_t, one head at a time, 32 channels in registers */
+/* acc[h][:] += sum_t p[h][t] * row_t for HB heads, 16 channels at a time in registers */
+static inline __attribute__((always_inline)) void row_axpy_TH(const uint8_t *vp, size_t vrow, int G, int d,
+                                                              const float *p, float *acc, const kvs_type T,
+                                                              const int HB) {
+    for (int cb = 0; cb < d; cb += 16) { /* d is a multiple of 16; a 16-chunk lies in one q block */
+        __m256 A[3][2];
+        for (int h = 0; h < HB; h++) {
+            A[h][0] = _mm256_loadu_ps(acc + (size_t)h * d + cb);
+            A[h][1] = _mm256_loadu_ps(acc + (size_t)h * d + cb + 8);
+        }
+        for (int t = 0; t < G; t++) {
+            const uint8_t *row = vp + (size_t)t * vrow;
+            float sc;
+            const __m256 x0 = row_vec(row, cb, &sc, T), x1 = row_vec(row, cb + 8, &sc, T);
+            for (int h = 0; h < HB; h++) {
+                const __m256 pv = _mm256_set1_ps(p[(size_t)h * G + t] * sc);
+                A[h][0] = _mm256_fmadd_ps(pv, x0, A[h][0]);
+                A[h][1] = _mm256_fmadd_ps(pv, x1, A[h][1]);
+            }
+        }
+        for (int h = 0; h < HB; h++) {
+            _mm256_storeu_ps(acc + (size_t)h * d + cb, A[h][0]);
+            _mm256_storeu_ps(acc + (size_t)h * d + cb + 8, A[h][1]);
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void row_axpy_T(const uint8_t *vp, size_t vrow, int G, int d, int g,
                                                              const float *p, float *acc, const kvs_type T) {
-    for (int h = 0; h < g; h++)
-        for (int cb = 0; cb < d; cb += 32) {
-            const int nv = d - cb >= 32 ? 4 : (d - cb) / 8;
-            __m256 A[4];
-            for (int v = 0; v < nv; v++) A[v] = _mm256_loadu_ps(acc + (size_t)h * d + cb + 8 * v);
-            for (int t = 0; t < G; t++) {
-                const uint8_t *row = vp + (size_t)t * vrow;
-                for (int v = 0; v < nv; v++) {
-                    float sc;
-                    const __m256 x = row_vec(row, cb + 8 * v, &sc, T);
-                    A[v] = _mm256_fmadd_ps(_mm256_set1_ps(p[(size_t)h * G + t] * sc), x, A[v]);
-                }
-            }
-            for (int v = 0; v < nv; v++) _mm256_storeu_ps(acc + (size_t)h * d + cb + 8 * v, A[v]);
+    for (int h0 = 0; h0 < g; h0 += 3) {
+        const float *ph = p + (size_t)h0 * G;
+        float *ah = acc + (size_t)h0 * d;
+        switch (g - h0 < 3 ? g - h0 : 3) {
+        case 1: row_axpy_TH(vp, vrow, G, d, ph, ah, T, 1); break;
+        case 2: row_axpy_TH(vp, vrow, G, d, ph, ah, T, 2); break;
+        default: row_axpy_TH(vp, vrow, G, d, ph, ah, T, 3); break;
         }
+    }
 }
 
 static void row_axpy(kvs_type T, const uint8_t *vp, size_t vrow, int G, int d, int g, const float *p, float *acc) {
@@ -179,6 +229,12 @@ static void row_axpy(kvs_type T, const uint8_t *vp, size_t vrow, int G, int d, i
     case KVS_TYPE_Q8_0: row_axpy_T(vp, vrow, G, d, g, p, acc, KVS_TYPE_Q8_0); break;
     default: row_axpy_T(vp, vrow, G, d, g, p, acc, KVS_TYPE_Q4_0); break;
     }
+}
+
+/* Bring the next group's block (and norms) toward L1 while this one is being computed: blocks
+ * are separate allocations, so the hardware prefetcher does not see one stream. */
+static inline void prefetch_block(const uint8_t *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
 
 /* ---- online softmax over a tile of scores ------------------------------------------------ */
@@ -224,8 +280,15 @@ static inline __attribute__((always_inline)) void key_dots_BH(const uint8_t *cod
         for (int h = 0; h < HB; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
         for (int c = 0; c < d; c++) {
             const uint8_t *row = codes + (size_t)c * rowb;
-            const __m256 x0 = codes_vec(row, k, B, perm);
-            const __m256 x1 = two ? codes_vec(row, k + 1, B, perm) : _mm256_setzero_ps();
+            __m256 x0, x1;
+            if (perm && B < 8) { /* k is even and 8/B >= 2: both vectors in one word */
+                const __m256i word = bcast_word(row + 8 * (k / (8 / B)));
+                x0 = codes_perm(word, perm_shift(B, k % (8 / B)), B);
+                x1 = codes_perm(word, perm_shift(B, (k + 1) % (8 / B)), B);
+            } else {
+                x0 = codes_vec(row, k, B, perm);
+                x1 = two ? codes_vec(row, k + 1, B, perm) : _mm256_setzero_ps();
+            }
             for (int h = 0; h < HB; h++) {
                 const __m256 av = _mm256_broadcast_ss(a + (size_t)h * d + c);
                 acc[h][0] = _mm256_fmadd_ps(av, x0, acc[h][0]);
@@ -273,13 +336,24 @@ static inline __attribute__((always_inline)) void value_acc_BH(const uint8_t *vp
             A[h][0] = _mm256_loadu_ps(acc + (size_t)h * d + 8 * k);
             A[h][1] = _mm256_loadu_ps(acc + (size_t)h * d + 8 * k + 8);
         }
+        const int same = j0 == j1; /* always for G >= 16: one weight per head and token */
         for (int t = 0; t < G; t++) {
             const uint8_t *row = vp + (size_t)t * vrow;
-            const __m256 x0 = codes_vec(row, k, B, perm), x1 = codes_vec(row, k + 1, B, perm);
+            __m256 x0, x1;
+            if (perm && B < 8) { /* both vectors come from one 64-bit word: broadcast it once */
+                const __m256i word = bcast_word(row + 8 * (k / (8 / B)));
+                x0 = codes_perm(word, perm_shift(B, k % (8 / B)), B);
+                x1 = codes_perm(word, perm_shift(B, (k + 1) % (8 / B)), B);
+            } else {
+                x0 = codes_vec(row, k, B, perm);
+                x1 = codes_vec(row, k + 1, B, perm);
+            }
             for (int h = 0; h < HB; h++) {
                 const float *w = ws + (size_t)h * nj * G + t;
-                A[h][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + (size_t)j0 * G), x0, A[h][0]);
-                A[h][1] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + (size_t)j1 * G), x1, A[h][1]);
+                const __m256 w0 = _mm256_broadcast_ss(w + (size_t)j0 * G);
+                const __m256 w1 = same ? w0 : _mm256_broadcast_ss(w + (size_t)j1 * G);
+                A[h][0] = _mm256_fmadd_ps(w0, x0, A[h][0]);
+                A[h][1] = _mm256_fmadd_ps(w1, x1, A[h][1]);
             }
         }
         for (int h = 0; h < HB; h++) {
@@ -352,6 +426,10 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     for (int grp = g0; grp < g1; grp++) {
         const uint8_t *kp = st->blk[grp], *vp = kp + c->kbytes;
         const float *nrm = norms ? norms[grp] : NULL;
+        if (grp + 1 < g1) {
+            prefetch_block(st->blk[grp + 1], c->kbytes + c->vbytes < 4096 ? c->kbytes + c->vbytes : 0);
+            if (norms) _mm_prefetch((const char *)norms[grp + 1], _MM_HINT_T0);
+        }
         const uint16_t *Sk = kb ? (const uint16_t *)(kp + (size_t)d * G * kb / 8) : NULL, *Ok = Sk ? Sk + d : NULL;
         if (kb && jensen == KVS_JENSEN_EXACT)
             for (int x = 0; x < d; x += 8) _mm256_storeu_ps(dl + x, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + x))));
