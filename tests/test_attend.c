@@ -162,7 +162,10 @@ static void simd_vs_ref(void) {
                     const double e = max_abs_diff(a, b, (size_t)n * hq[1] * 64, &where);
                     worst = fmax(worst, e);
                     cases++;
-                    if (!(e <= KVS_TOL_REF_VS_SIMD)) {
+                    const int vt = side ? ti : 4; /* index of the value type: 4 = int2, 6 = int4 */
+                    const int vpaired = (vt == 4 || vt == 6) && G % 16 == 0;
+                    const double tol = vpaired ? KVS_TOL_INT8_WEIGHTS : KVS_TOL_REF_VS_SIMD;
+                    if (!(e <= tol)) {
                         bad++;
                         fprintf(stderr, "  %s (heads %d/%d, n %d): max diff %g at %zu (ref %g, avx2 %g)\n", cfgs, hq[1],
                                 hq[0], n, e, where, (double)a[where], (double)b[where]);
@@ -174,7 +177,8 @@ static void simd_vs_ref(void) {
                 free(b);
                 free_seq(&s);
             }
-    printf("avx2 vs ref: %d layouts, worst max|diff| %.3g (tolerance %.1g)\n", cases, worst, KVS_TOL_REF_VS_SIMD);
+    printf("avx2 vs ref: %d layouts, worst max|diff| %.3g (tolerances %.1g, %.1g for int8 value weights)\n", cases, worst,
+           KVS_TOL_REF_VS_SIMD, KVS_TOL_INT8_WEIGHTS);
     CHECK(bad == 0 && cases == 64, "%d of %d layouts differ beyond tolerance", bad, cases);
     CHECK_OK(kvs_set_kernels("auto"));
 }
@@ -202,8 +206,10 @@ static void determinism_and_chunking(void) {
                             b + (size_t)i * 9 * 64));
         CHECK_OK(kvs_cache_append(c2, 0, 1, kc + (size_t)i * 3 * 64, vc + (size_t)i * 3 * 64));
     }
+    /* equal up to the int8 rounding of value weights, whose tiles meet other running maxima when
+     * the group ranges of the work items differ (they depend on the chunk length) */
     const double e = max_abs_diff(a, b, (size_t)n * 9 * 64, NULL);
-    CHECK(e <= 1e-5, "chunked vs token-by-token: %g", e);
+    CHECK(e <= KVS_TOL_INT8_WEIGHTS, "chunked vs token-by-token: %g", e);
     kvs_cache_free(c1);
     kvs_cache_free(c2);
     free(q);

@@ -387,6 +387,147 @@ static void value_acc(const uint8_t *vp, size_t vrow, int b, int perm, int G, in
     }
 }
 
+/* ---- paired INT2/INT4 layouts: integer multiply-add on codes (formats.h "paired") ----------- */
+
+/* Round a[n] (n multiple of 8) to int8 exactly as kvs_round_i8 does; returns the scale. */
+static float round_i8(const float *a, int n, int8_t *q) {
+    __m256 mx = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int x = 0; x < n; x += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(a + x)));
+    const float amax = hmax(mx);
+    if (amax == 0.0f) {
+        memset(q, 0, (size_t)n);
+        return 0.0f;
+    }
+    const __m256 inv = _mm256_set1_ps(127.0f / amax);
+    for (int x = 0; x < n; x += 8) {
+        const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x), inv)); /* rint: MXCSR nearest */
+        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        _mm_storel_epi64((__m128i *)(q + x), _mm_packs_epi16(w, w));
+    }
+    return amax / 127.0f;
+}
+
+static inline __m256i bcast_pair(const int8_t *p) {
+    int16_t v;
+    memcpy(&v, p, 2);
+    return _mm256_set1_epi16(v);
+}
+
+/* isum[h][t] (t < 32) += sum_c a8[h][c] * code(c, t) over channels [0, d), keys paired. */
+static inline __attribute__((always_inline)) void key_isums_BH(const uint8_t *codes, int d, const int8_t *a8,
+                                                               int32_t *isum, const int B, const int HB) {
+    const int cps = 8 / B, nsub = d / cps, flush = B == 2 ? 16 : 8; /* i16 lanes stay below 2^15 */
+    const __m256i mask = _mm256_set1_epi8((char)((1 << B) - 1));
+    for (int s0 = 0; s0 < nsub; s0 += flush) {
+        __m256i lo[4], hi[4];
+        for (int h = 0; h < HB; h++) lo[h] = hi[h] = _mm256_setzero_si256();
+        const int s1 = s0 + flush < nsub ? s0 + flush : nsub;
+        for (int sub = s0; sub < s1; sub++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + 32 * (size_t)sub));
+            if (B == 2) {
+                const __m256i v0 = _mm256_and_si256(x, mask), v1 = _mm256_and_si256(_mm256_srli_epi16(x, 2), mask);
+                const __m256i v2 = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+                const __m256i v3 = _mm256_and_si256(_mm256_srli_epi16(x, 6), mask);
+                for (int h = 0; h < HB; h++) {
+                    const __m256i pa = bcast_pair(a8 + (size_t)h * d + 4 * sub), pb = bcast_pair(a8 + (size_t)h * d + 4 * sub + 2);
+                    lo[h] = _mm256_add_epi16(lo[h], _mm256_add_epi16(_mm256_maddubs_epi16(v0, pa), _mm256_maddubs_epi16(v2, pb)));
+                    hi[h] = _mm256_add_epi16(hi[h], _mm256_add_epi16(_mm256_maddubs_epi16(v1, pa), _mm256_maddubs_epi16(v3, pb)));
+                }
+            } else {
+                const __m256i v0 = _mm256_and_si256(x, mask), v1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+                for (int h = 0; h < HB; h++) {
+                    const __m256i pa = bcast_pair(a8 + (size_t)h * d + 2 * sub);
+                    lo[h] = _mm256_add_epi16(lo[h], _mm256_maddubs_epi16(v0, pa));
+                    hi[h] = _mm256_add_epi16(hi[h], _mm256_maddubs_epi16(v1, pa));
+                }
+            }
+        }
+        for (int h = 0; h < HB; h++) { /* i16 lane k of lo = token k, of hi = token 16 + k */
+            int32_t *o = isum + (size_t)h * 32;
+            const __m256i q[4] = {_mm256_cvtepi16_epi32(_mm256_castsi256_si128(lo[h])),
+                                  _mm256_cvtepi16_epi32(_mm256_extracti128_si256(lo[h], 1)),
+                                  _mm256_cvtepi16_epi32(_mm256_castsi256_si128(hi[h])),
+                                  _mm256_cvtepi16_epi32(_mm256_extracti128_si256(hi[h], 1))};
+            for (int v = 0; v < 4; v++)
+                _mm256_storeu_si256((__m256i *)(o + 8 * v),
+                                    _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(o + 8 * v)), q[v]));
+        }
+    }
+}
+
+static void key_isums(const uint8_t *codes, int d, const int8_t *a8, int32_t *isum, int hb, int B) {
+    if (B == 2) {
+        switch (hb) {
+        case 1: key_isums_BH(codes, d, a8, isum, 2, 1); break;
+        case 2: key_isums_BH(codes, d, a8, isum, 2, 2); break;
+        case 3: key_isums_BH(codes, d, a8, isum, 2, 3); break;
+        default: key_isums_BH(codes, d, a8, isum, 2, 4); break;
+        }
+    } else {
+        switch (hb) {
+        case 1: key_isums_BH(codes, d, a8, isum, 4, 1); break;
+        case 2: key_isums_BH(codes, d, a8, isum, 4, 2); break;
+        case 3: key_isums_BH(codes, d, a8, isum, 4, 3); break;
+        default: key_isums_BH(codes, d, a8, isum, 4, 4); break;
+        }
+    }
+}
+
+/* acc[h][c] += sw[h][j(c)] * sum_t w8[h][j(c)][t] * code(t, c), values paired. */
+static inline __attribute__((always_inline)) void value_isums_BH(const uint8_t *codes, int G, int d, const int8_t *w8,
+                                                                 const float *sw, int nj, float *acc, const int B,
+                                                                 const int HB) {
+    const int cps = 128 / B, vps = 8 / B, flush = B == 2 ? 16 : 8;
+    const size_t pair_bytes = (size_t)d * B / 4;
+    const __m256i mask = _mm256_set1_epi8((char)((1 << B) - 1));
+    for (int sub = 0; sub < d / cps; sub++) {
+        int jv[4];
+        for (int v = 0; v < vps; v++) jv[v] = (sub * cps + 16 * v) / G;
+        for (int u0 = 0; u0 < G / 2; u0 += flush) {
+            const int u1 = u0 + flush < G / 2 ? u0 + flush : G / 2;
+            __m256i A[3][4];
+            for (int h = 0; h < HB; h++)
+                for (int v = 0; v < vps; v++) A[h][v] = _mm256_setzero_si256();
+            for (int u = u0; u < u1; u++) {
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + (size_t)u * pair_bytes + 32 * (size_t)sub));
+                for (int v = 0; v < vps; v++) {
+                    const __m256i cv = _mm256_and_si256(v ? _mm256_srli_epi16(x, B * v) : x, mask);
+                    for (int h = 0; h < HB; h++)
+                        A[h][v] = _mm256_add_epi16(
+                            A[h][v], _mm256_maddubs_epi16(cv, bcast_pair(w8 + ((size_t)h * nj + jv[v]) * G + 2 * u)));
+                }
+            }
+            for (int h = 0; h < HB; h++) /* i16 lane k of vector v = channel sub*cps + 16v + k */
+                for (int v = 0; v < vps; v++) {
+                    float *a = acc + (size_t)h * d + sub * cps + 16 * v;
+                    const __m256 scale = _mm256_set1_ps(sw[(size_t)h * nj + jv[v]]);
+                    const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(A[h][v])));
+                    const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(A[h][v], 1)));
+                    _mm256_storeu_ps(a, _mm256_fmadd_ps(scale, f0, _mm256_loadu_ps(a)));
+                    _mm256_storeu_ps(a + 8, _mm256_fmadd_ps(scale, f1, _mm256_loadu_ps(a + 8)));
+                }
+        }
+    }
+}
+
+static void value_isums(const uint8_t *codes, int G, int d, const int8_t *w8, const float *sw, int nj, float *acc,
+                        int hb, int B) {
+    if (B == 2) {
+        switch (hb) {
+        case 1: value_isums_BH(codes, G, d, w8, sw, nj, acc, 2, 1); break;
+        case 2: value_isums_BH(codes, G, d, w8, sw, nj, acc, 2, 2); break;
+        default: value_isums_BH(codes, G, d, w8, sw, nj, acc, 2, 3); break;
+        }
+    } else {
+        switch (hb) {
+        case 1: value_isums_BH(codes, G, d, w8, sw, nj, acc, 4, 1); break;
+        case 2: value_isums_BH(codes, G, d, w8, sw, nj, acc, 4, 2); break;
+        default: value_isums_BH(codes, G, d, w8, sw, nj, acc, 4, 3); break;
+        }
+    }
+}
+
 /* ---- the groups kernel ------------------------------------------------------------------ */
 
 static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
@@ -396,6 +537,7 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     const kvs_type kt = cfg->k_type, vt = cfg->v_type;
     const int kb = kvs_affine_bits(kt), vb = kvs_affine_bits(vt);
     const int kperm = kb && perm_mode(kb, G), vperm = vb && perm_mode(vb, d);
+    const int kpair = kb && kvs_key_paired(kb, G), vpair = vb && kvs_val_paired(vb, G, d);
     const size_t krow = kvs_row_bytes(kt, d), vrow = vb ? (size_t)d * vb / 8 : kvs_row_bytes(vt, d);
     const int nj = d / G > 0 ? d / G : 1;
     const int ggml_k = kt == KVS_TYPE_Q8_0 || kt == KVS_TYPE_Q4_0;
@@ -406,16 +548,22 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
 
     /* scratch: scores [g][G], folded query a [g][d], steps [d], value weights [g][nj][G],
      * value offsets [g][nj] */
-    const size_t nscr = (size_t)g * G + (size_t)g * d + (size_t)d + (size_t)g * nj * G + (size_t)g * nj;
+    const size_t nscr = (size_t)g * G + (size_t)g * d + (size_t)d + (size_t)g * nj * G + 2 * (size_t)g * nj;
     float *scr = malloc(nscr * sizeof(float));
     const float **qh = malloc((size_t)g * sizeof(float *));
-    if (!scr || !qh) { /* tiny allocations; if even these fail, use the reference */
+    int8_t *i8 = malloc((size_t)g * d + (size_t)g * nj * G); /* int8 query a8 [g][d], weights w8 [g][nj][G] */
+    int32_t *isum = malloc((size_t)g * G * sizeof(int32_t));
+    if (!scr || !qh || !i8 || !isum) { /* tiny allocations; if even these fail, use the reference */
         free(scr);
         free(qh);
+        free(i8);
+        free(isum);
         kvs_kernels_ref.groups(j, g0, g1, p);
         return;
     }
     float *S = scr, *A = S + (size_t)g * G, *dl = A + (size_t)g * d, *ws = dl + d, *wo = ws + (size_t)g * nj * G;
+    float *swv = wo + (size_t)g * nj; /* [g][nj] scales of the int8 value weights */
+    int8_t *a8 = i8, *w8 = i8 + (size_t)g * d;
 
     for (int x = 0; x < n * g; x++) {
         p->m[x] = -INFINITY;
@@ -452,9 +600,25 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
                     beta[h] = hsum(bacc);
                     bj[h] = hsum(jacc);
                 }
-                for (int h0 = 0; h0 < g; h0 += 4) {
-                    const int hb = g - h0 < 4 ? g - h0 : 4;
-                    key_dots(kp, kb, kperm, G, d, A + (size_t)h0 * d, S + (size_t)h0 * G, hb);
+                if (kpair) { /* s = scale_a * sum a8 * code, integer multiply-add on the codes */
+                    float sa[256];
+                    for (int h = 0; h < g; h++) sa[h] = round_i8(A + (size_t)h * d, d, a8 + (size_t)h * d);
+                    memset(isum, 0, (size_t)g * G * sizeof(int32_t));
+                    for (int h0 = 0; h0 < g; h0 += 4) {
+                        const int hb = g - h0 < 4 ? g - h0 : 4;
+                        key_isums(kp, d, a8 + (size_t)h0 * d, isum + (size_t)h0 * G, hb, kb);
+                    }
+                    for (int h = 0; h < g; h++) {
+                        const __m256 sv = _mm256_set1_ps(sa[h]);
+                        for (int t = 0; t < G; t += 8)
+                            _mm256_storeu_ps(S + (size_t)h * G + t,
+                                             _mm256_mul_ps(sv, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(isum + (size_t)h * G + t)))));
+                    }
+                } else {
+                    for (int h0 = 0; h0 < g; h0 += 4) {
+                        const int hb = g - h0 < 4 ? g - h0 : 4;
+                        key_dots(kp, kb, kperm, G, d, A + (size_t)h0 * d, S + (size_t)h0 * G, hb);
+                    }
                 }
                 /* s = tau n (a.code + beta) - n^2 b, the norm and Jensen term folded per token */
                 for (int h = 0; h < g; h++) {
@@ -500,18 +664,23 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
                 for (int jg = 0; jg < nj; jg++)
                     for (int h = 0; h < g; h++) {
                         __m256 oacc = _mm256_setzero_ps();
+                        float *wr = ws + ((size_t)h * nj + jg) * G;
                         for (int t = 0; t < G; t += 8) {
                             const __m256 pv = _mm256_loadu_ps(S + (size_t)h * G + t);
                             const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sv + (size_t)jg * G + t)));
                             const __m256 ov = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Ov + (size_t)jg * G + t)));
-                            _mm256_storeu_ps(ws + ((size_t)h * nj + jg) * G + t, _mm256_mul_ps(pv, sv));
+                            _mm256_storeu_ps(wr + t, _mm256_mul_ps(pv, sv));
                             oacc = _mm256_fmadd_ps(pv, ov, oacc);
                         }
                         wo[(size_t)h * nj + jg] = hsum(oacc);
+                        if (vpair) swv[(size_t)h * nj + jg] = round_i8(wr, G, w8 + ((size_t)h * nj + jg) * G);
                     }
                 for (int h0 = 0; h0 < g; h0 += 3) {
                     const int hb = g - h0 < 3 ? g - h0 : 3;
-                    value_acc(vp, vrow, vb, vperm, G, d, ws + (size_t)h0 * nj * G, nj, acc0 + (size_t)h0 * d, hb);
+                    if (vpair)
+                        value_isums(vp, G, d, w8 + (size_t)h0 * nj * G, swv + (size_t)h0 * nj, nj, acc0 + (size_t)h0 * d, hb, vb);
+                    else
+                        value_acc(vp, vrow, vb, vperm, G, d, ws + (size_t)h0 * nj * G, nj, acc0 + (size_t)h0 * d, hb);
                 }
                 for (int h = 0; h < g; h++)
                     for (int x = 0; x < d; x += 8) {
@@ -525,6 +694,8 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     }
     free(scr);
     free(qh);
+    free(i8);
+    free(isum);
 }
 
 /* ---- the fp kernel: sinks, window and the chunk, fp32 rows --------------------------------- */

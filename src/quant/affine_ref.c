@@ -1,40 +1,51 @@
-/* Asymmetric uniform INT2/3/4/8 with fp16 scale and offset (OScaR spec 5.2), and bit packing. */
+/* Asymmetric uniform INT2/3/4/8 with fp16 scale and offset (OScaR spec 5.2), bit packing, and
+ * the int8 rounding the integer attention kernels apply to queries and probabilities. */
 #include <math.h>
 #include <string.h>
 
 #include "../common/fp16.h"
 #include "quant.h"
 
-void kvs_pack_bits(const uint8_t *codes, int n, int bits, uint8_t *out) {
-    memset(out, 0, (size_t)n * bits / 8);
-    for (int i = 0; i < n; i++) {
-        size_t bit = (size_t)i * bits;
-        uint32_t c = codes[i];
-        /* a code spans at most two bytes for bits <= 8 */
-        out[bit >> 3] |= (uint8_t)(c << (bit & 7));
-        if ((bit & 7) + bits > 8) out[(bit >> 3) + 1] |= (uint8_t)(c >> (8 - (bit & 7)));
-    }
+void kvs_put_code(uint8_t *base, size_t bit, int bits, unsigned code) {
+    /* a code spans at most two bytes for bits <= 8 */
+    base[bit >> 3] |= (uint8_t)(code << (bit & 7));
+    if ((bit & 7) + bits > 8) base[(bit >> 3) + 1] |= (uint8_t)(code >> (8 - (bit & 7)));
 }
 
-static uint8_t code_in_slot(const uint8_t *in, int bits, int slot) {
-    size_t bit = (size_t)slot * bits;
-    uint32_t w = in[bit >> 3];
-    if ((bit & 7) + bits > 8) w |= (uint32_t)in[(bit >> 3) + 1] << 8;
-    return (uint8_t)((w >> (bit & 7)) & ((1u << bits) - 1));
+unsigned kvs_get_code(const uint8_t *base, size_t bit, int bits) {
+    unsigned w = base[bit >> 3];
+    if ((bit & 7) + bits > 8) w |= (unsigned)base[(bit >> 3) + 1] << 8;
+    return (w >> (bit & 7)) & ((1u << bits) - 1);
+}
+
+void kvs_pack_bits(const uint8_t *codes, int n, int bits, uint8_t *out) {
+    memset(out, 0, (size_t)n * bits / 8);
+    for (int i = 0; i < n; i++) kvs_put_code(out, (size_t)i * bits, bits, codes[i]);
 }
 
 void kvs_unpack_bits(const uint8_t *in, int n, int bits, uint8_t *codes) {
-    for (int i = 0; i < n; i++) codes[i] = code_in_slot(in, bits, i);
+    for (int i = 0; i < n; i++) codes[i] = (uint8_t)kvs_get_code(in, (size_t)i * bits, bits);
 }
 
 void kvs_pack_row(const uint8_t *codes, int n, int bits, uint8_t *out) {
-    uint8_t slots[1024];
-    for (int i = 0; i < n; i++) slots[kvs_code_slot(bits, n, i)] = codes[i];
-    kvs_pack_bits(slots, n, bits, out);
+    memset(out, 0, (size_t)n * bits / 8);
+    for (int i = 0; i < n; i++) kvs_put_code(out, (size_t)kvs_code_slot(bits, n, i) * bits, bits, codes[i]);
 }
 
 uint8_t kvs_code_at(const uint8_t *row, int n, int bits, int i) {
-    return code_in_slot(row, bits, kvs_code_slot(bits, n, i));
+    return (uint8_t)kvs_get_code(row, (size_t)kvs_code_slot(bits, n, i) * bits, bits);
+}
+
+float kvs_round_i8(const float *x, int n, int8_t *q) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+    if (amax == 0.0f) {
+        memset(q, 0, (size_t)n);
+        return 0.0f;
+    }
+    const float inv = 127.0f / amax;
+    for (int i = 0; i < n; i++) q[i] = (int8_t)rintf(x[i] * inv);
+    return amax / 127.0f;
 }
 
 void kvs_affine_quant_group(const float *x, int n, int stride, int bits, uint8_t *codes, uint16_t *scale,

@@ -42,12 +42,13 @@ void kvs_quant_keys(kvs_type t, const float *x, int G, int d, uint8_t *kp) {
         for (int tok = 0; tok < G; tok++) quant_row(t, x + (size_t)tok * d, d, kp + (size_t)tok * kvs_row_bytes(t, d));
         return;
     }
-    const size_t rowb = (size_t)G * b / 8;
-    uint16_t *S = (uint16_t *)(kp + (size_t)d * rowb), *O = S + d;
+    const size_t nbytes = (size_t)d * G * b / 8;
+    uint16_t *S = (uint16_t *)(kp + nbytes), *O = S + d;
     uint8_t codes[256];
+    memset(kp, 0, nbytes);
     for (int c = 0; c < d; c++) {
         kvs_affine_quant_group(x + c, G, d, b, codes, &S[c], &O[c]);
-        kvs_pack_row(codes, G, b, kp + (size_t)c * rowb);
+        for (int tok = 0; tok < G; tok++) kvs_put_code(kp, kvs_key_bit(b, G, c, tok), b, codes[tok]);
     }
 }
 
@@ -57,10 +58,9 @@ void kvs_dequant_key(kvs_type t, const uint8_t *kp, int G, int d, int tok, float
         dequant_row(t, kp + (size_t)tok * kvs_row_bytes(t, d), d, out);
         return;
     }
-    const size_t rowb = (size_t)G * b / 8;
-    const uint8_t *S = kp + (size_t)d * rowb, *O = S + 2 * (size_t)d;
+    const uint8_t *S = kp + (size_t)d * G * b / 8, *O = S + 2 * (size_t)d;
     for (int c = 0; c < d; c++)
-        out[c] = (float)kvs_code_at(kp + (size_t)c * rowb, G, b, tok) * half_at(S, (size_t)c) + half_at(O, (size_t)c);
+        out[c] = (float)kvs_get_code(kp, kvs_key_bit(b, G, c, tok), b) * half_at(S, (size_t)c) + half_at(O, (size_t)c);
 }
 
 void kvs_key_delta(kvs_type t, const uint8_t *kp, int G, int d, int tok, float *delta) {
@@ -88,14 +88,15 @@ void kvs_quant_values(kvs_type t, const float *x, int G, int d, uint8_t *vp) {
         return;
     }
     const int nj = d / G;
-    const size_t rowb = (size_t)d * b / 8;
-    uint16_t *S = (uint16_t *)(vp + (size_t)G * rowb), *O = S + (size_t)nj * G;
+    const size_t nbytes = (size_t)G * d * b / 8;
+    uint16_t *S = (uint16_t *)(vp + nbytes), *O = S + (size_t)nj * G;
     uint8_t codes[1024];
+    memset(vp, 0, nbytes);
     for (int tok = 0; tok < G; tok++) {
         for (int j = 0; j < nj; j++)
             kvs_affine_quant_group(x + (size_t)tok * d + (size_t)j * G, G, 1, b, codes + j * G, &S[j * G + tok],
                                    &O[j * G + tok]);
-        kvs_pack_row(codes, d, b, vp + (size_t)tok * rowb);
+        for (int c = 0; c < d; c++) kvs_put_code(vp, kvs_val_bit(b, G, d, tok, c), b, codes[c]);
     }
 }
 
@@ -106,10 +107,9 @@ void kvs_dequant_value(kvs_type t, const uint8_t *vp, int G, int d, int tok, flo
         return;
     }
     const int nj = d / G;
-    const size_t rowb = (size_t)d * b / 8;
-    const uint8_t *S = vp + (size_t)G * rowb, *O = S + 2 * (size_t)nj * G;
+    const uint8_t *S = vp + (size_t)G * d * b / 8, *O = S + 2 * (size_t)nj * G;
     for (int c = 0; c < d; c++) {
         const size_t m = (size_t)(c / G) * G + tok;
-        out[c] = (float)kvs_code_at(vp + (size_t)tok * rowb, d, b, c) * half_at(S, m) + half_at(O, m);
+        out[c] = (float)kvs_get_code(vp, kvs_val_bit(b, G, d, tok, c), b) * half_at(S, m) + half_at(O, m);
     }
 }

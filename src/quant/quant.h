@@ -11,6 +11,12 @@ void kvs_unpack_bits(const uint8_t *in, int n, int bits, uint8_t *codes);
 /* The same with element i in slot kvs_code_slot(bits, n, i) (the layout of formats.h). */
 void kvs_pack_row(const uint8_t *codes, int n, int bits, uint8_t *out);
 uint8_t kvs_code_at(const uint8_t *row, int n, int bits, int i);
+/* One code at a bit offset (bits <= 8; the target bits must be zero before a put). */
+void kvs_put_code(uint8_t *base, size_t bit, int bits, unsigned code);
+unsigned kvs_get_code(const uint8_t *base, size_t bit, int bits);
+/* Round x[n] to int8 with one scale (the integer kernels' query and probability rounding):
+ * q = rint(x * (127 / amax)); returns amax / 127 (0 and q = 0 if x is all zero). */
+float kvs_round_i8(const float *x, int n, int8_t *q);
 
 /* Asymmetric min-max quantizer of one group (OScaR spec 5.2): n values x[i*stride], codes in
  * [0, 2^bits-1], scale and offset rounded to fp16. */
