@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         kvs_config back = c;
         if (kvs_config_parse(&back, buf) != KVS_OK || memcmp(&back, &c, sizeof c) != 0) abort();
         size_t bytes;
-        (void)kvs_cache_bytes_for(&c, 1000, &bytes);
+        if (kvs_cache_bytes_for(&c, 1000, &bytes) != KVS_OK) abort();
     } else {
         if (memcmp(&c, &before, sizeof c) != 0 || kvs_last_error()[0] == 0) abort();
     }
