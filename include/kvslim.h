@@ -75,6 +75,13 @@ typedef enum {
 const char *kvs_status_str(kvs_status s);
 /* Detail of the last failed call on this thread ("unknown key 'grp' at offset 14"); "" if none. */
 const char *kvs_last_error(void);
+/* For code layered on kvslim (the model engine, tools): set this thread's message, printf-style,
+ * and return s, so one kvs_last_error() serves the whole stack. */
+kvs_status kvs_report(kvs_status s, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 /* Storage type of keys or values. */
 typedef enum {

@@ -15,7 +15,7 @@
 static kvs_status check_finite(const float *x, size_t n, const char *what) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i]))
-            return kvs_fail(KVS_ERR_NONFINITE, "attend: %s[%zu] = %g is not finite", what, i, (double)x[i]);
+            return kvs_report(KVS_ERR_NONFINITE, "attend: %s[%zu] = %g is not finite", what, i, (double)x[i]);
     return KVS_OK;
 }
 
@@ -28,10 +28,10 @@ static int groups_per_item(int G, int n) {
 
 kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v,
                       float *out) {
-    if (!c || !q || !k || !v || !out) return kvs_fail(KVS_ERR_ARG, "attend: NULL argument");
+    if (!c || !q || !k || !v || !out) return kvs_report(KVS_ERR_ARG, "attend: NULL argument");
     if (layer < 0 || layer >= c->cfg.n_layers)
-        return kvs_fail(KVS_ERR_ARG, "attend: layer %d out of range [0, %d)", layer, c->cfg.n_layers);
-    if (n < 1 || n > (1 << 20)) return kvs_fail(KVS_ERR_ARG, "attend: n = %d queries out of range [1, 2^20]", n);
+        return kvs_report(KVS_ERR_ARG, "attend: layer %d out of range [0, %d)", layer, c->cfg.n_layers);
+    if (n < 1 || n > (1 << 20)) return kvs_report(KVS_ERR_ARG, "attend: n = %d queries out of range [1, 2^20]", n);
     const int d = c->d, g = c->g, H = c->n_kv, NH = c->cfg.n_heads;
     const size_t nq = (size_t)n * NH * d, nkv = (size_t)n * H * d;
     kvs_status st = check_finite(q, nq, "q");
@@ -63,7 +63,7 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
     if (!ok) {
         free(parts);
         free(qr);
-        return kvs_fail(KVS_ERR_NOMEM, "attend: out of memory for %d queries", n);
+        return kvs_report(KVS_ERR_NOMEM, "attend: out of memory for %d queries", n);
     }
     const kvs_kernel_table *kt = kvs__kernels();
 

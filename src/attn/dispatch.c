@@ -49,7 +49,7 @@ const kvs_kernel_table *kvs__kernels(void) {
 const char *kvs_kernels(void) { return kvs__kernels()->name; }
 
 kvs_status kvs_set_kernels(const char *name) {
-    if (!name) return kvs_fail(KVS_ERR_ARG, "kvs_set_kernels: NULL name");
+    if (!name) return kvs_report(KVS_ERR_ARG, "kvs_set_kernels: NULL name");
     if (!strcmp(name, "auto")) {
         atomic_store(&g_table, best());
         return KVS_OK;
@@ -60,10 +60,10 @@ kvs_status kvs_set_kernels(const char *name) {
     }
 #if defined(KVS_HAVE_AVX2)
     if (!strcmp(name, "avx2")) {
-        if (!cpu_has_avx2()) return kvs_fail(KVS_ERR_ARG, "kvs_set_kernels: this CPU lacks AVX2/FMA/F16C");
+        if (!cpu_has_avx2()) return kvs_report(KVS_ERR_ARG, "kvs_set_kernels: this CPU lacks AVX2/FMA/F16C");
         atomic_store(&g_table, &kvs_kernels_avx2);
         return KVS_OK;
     }
 #endif
-    return kvs_fail(KVS_ERR_ARG, "kvs_set_kernels: unknown kernel set '%s' (auto, ref, avx2)", name);
+    return kvs_report(KVS_ERR_ARG, "kvs_set_kernels: unknown kernel set '%s' (auto, ref, avx2)", name);
 }

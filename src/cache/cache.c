@@ -75,7 +75,7 @@ static void layer_counts(const kvs_config *cfg, long long n, long long *sinks, l
 }
 
 kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t *bytes) {
-    if (!cfg || !bytes || n_tokens < 0) return kvs_fail(KVS_ERR_ARG, "kvs_cache_bytes_for: bad argument");
+    if (!cfg || !bytes || n_tokens < 0) return kvs_report(KVS_ERR_ARG, "kvs_cache_bytes_for: bad argument");
     kvs_status st = kvs_config_validate(cfg);
     if (st) return st;
     sizes s;
@@ -84,7 +84,7 @@ kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t
     layer_counts(cfg, n_tokens, &sk, &gr, &wi);
     if (!compute_sizes(cfg, &s) || !kvs_mul_size(s.per_group, (size_t)gr, &total) ||
         !kvs_mul_size(total, (size_t)cfg->n_layers, &total) || !kvs_add_size(total, s.fixed, bytes))
-        return kvs_fail(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
+        return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
     return KVS_OK;
 }
 
@@ -120,16 +120,16 @@ void kvs_cache_free(kvs_cache *c) {
 }
 
 kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out) {
-    if (!cfg || !out) return kvs_fail(KVS_ERR_ARG, "kvs_cache_create: NULL argument");
+    if (!cfg || !out) return kvs_report(KVS_ERR_ARG, "kvs_cache_create: NULL argument");
     *out = NULL;
     kvs_status st = kvs_config_validate(cfg);
     if (st) return st;
     sizes sz;
-    if (!compute_sizes(cfg, &sz)) return kvs_fail(KVS_ERR_NOMEM, "kvs_cache_create: cache size overflows");
+    if (!compute_sizes(cfg, &sz)) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: cache size overflows");
     if (sz.fixed > ((size_t)1 << 40)) /* tables and windows alone beyond 1 TiB: refuse before allocating */
-        return kvs_fail(KVS_ERR_NOMEM, "kvs_cache_create: fixed part alone needs %zu bytes", sz.fixed);
+        return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: fixed part alone needs %zu bytes", sz.fixed);
     kvs_cache *c = calloc(1, sizeof *c);
-    if (!c) return kvs_fail(KVS_ERR_NOMEM, "kvs_cache_create: out of memory");
+    if (!c) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: out of memory");
     atomic_fetch_add(&g_live_bytes, sizeof *c);
     c->bytes = sizeof *c;
     c->cfg = *cfg;
@@ -158,13 +158,13 @@ kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out) {
     }
     if (c->bytes != sz.fixed) { /* the formula in compute_sizes must describe what we allocate */
         kvs_cache_free(c);
-        return kvs_fail(KVS_ERR_INTERNAL, "kvs_cache_create: accounting mismatch");
+        return kvs_report(KVS_ERR_INTERNAL, "kvs_cache_create: accounting mismatch");
     }
     *out = c;
     return KVS_OK;
 oom:
     kvs_cache_free(c);
-    return kvs_fail(KVS_ERR_NOMEM, "kvs_cache_create: out of memory for %d layers x %d KV heads x %d tokens",
+    return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: out of memory for %d layers x %d KV heads x %d tokens",
                     cfg->n_layers, cfg->n_kv_heads, cfg->max_tokens);
 }
 
@@ -264,24 +264,24 @@ static kvs_status check_rows(const kvs_cache *c, const float *x, int n, const ch
             const float *r = x + ((size_t)t * H + h) * d;
             for (int i = 0; i < d; i++)
                 if (!isfinite(r[i]))
-                    return kvs_fail(KVS_ERR_NONFINITE, "append: %s[token %d][head %d][%d] = %g is not finite",
+                    return kvs_report(KVS_ERR_NONFINITE, "append: %s[token %d][head %d][%d] = %g is not finite",
                                     what, t, h, i, (double)r[i]);
             if (quantized && exceeds_range(r, d, c->cfg.rotate == KVS_ROTATE_HADAMARD))
-                return kvs_fail(KVS_ERR_RANGE, "append: %s[token %d][head %d] exceeds the fp16 range (65504) of the cache type",
+                return kvs_report(KVS_ERR_RANGE, "append: %s[token %d][head %d] exceeds the fp16 range (65504) of the cache type",
                                 what, t, h);
         }
     return KVS_OK;
 }
 
 kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, const float *v) {
-    if (!c || !k || !v) return kvs_fail(KVS_ERR_ARG, "append: NULL argument");
+    if (!c || !k || !v) return kvs_report(KVS_ERR_ARG, "append: NULL argument");
     if (layer < 0 || layer >= c->cfg.n_layers)
-        return kvs_fail(KVS_ERR_ARG, "append: layer %d out of range [0, %d)", layer, c->cfg.n_layers);
-    if (n < 1) return kvs_fail(KVS_ERR_ARG, "append: n = %d tokens, need >= 1", n);
+        return kvs_report(KVS_ERR_ARG, "append: layer %d out of range [0, %d)", layer, c->cfg.n_layers);
+    if (n < 1) return kvs_report(KVS_ERR_ARG, "append: n = %d tokens, need >= 1", n);
     kvs_layer *ly = &c->layers[layer];
     long long have = kvs_cache_tokens(c, layer);
     if (have + n > c->cfg.max_tokens)
-        return kvs_fail(KVS_ERR_CAPACITY, "append: layer %d holds %lld tokens, %d more exceed max_tokens=%d",
+        return kvs_report(KVS_ERR_CAPACITY, "append: layer %d holds %lld tokens, %d more exceed max_tokens=%d",
                         layer, have, n, c->cfg.max_tokens);
     kvs_status st = check_rows(c, k, n, "k", c->cfg.k_type != KVS_TYPE_FP32);
     if (!st) st = check_rows(c, v, n, "v", c->cfg.v_type != KVS_TYPE_FP32);
@@ -297,7 +297,7 @@ kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, cons
     float *tmp = NULL;
     if (new_groups > 0) {
         tmp = malloc((size_t)(H + 1) * G * d * sizeof(float));
-        if (!tmp) return kvs_fail(KVS_ERR_NOMEM, "append: out of memory");
+        if (!tmp) return kvs_report(KVS_ERR_NOMEM, "append: out of memory");
         for (int i = 0; i < new_groups; i++) {
             int gi = (int)g0 + i;
             for (int h = 0; h < H; h++) {
@@ -352,5 +352,5 @@ oom:
         }
     }
     free(tmp);
-    return kvs_fail(KVS_ERR_NOMEM, "append: out of memory for %d new groups", new_groups);
+    return kvs_report(KVS_ERR_NOMEM, "append: out of memory for %d new groups", new_groups);
 }

@@ -136,7 +136,7 @@ static int apply_kv(kvs_config *c, const char *k, size_t kl, const char *v, size
 }
 
 kvs_status kvs_config_parse(kvs_config *cfg, const char *text) {
-    if (!cfg || !text) return kvs_fail(KVS_ERR_ARG, "kvs_config_parse: NULL argument");
+    if (!cfg || !text) return kvs_report(KVS_ERR_ARG, "kvs_config_parse: NULL argument");
     kvs_config c = *cfg;
     const char *p = text;
     for (;;) {
@@ -148,20 +148,20 @@ kvs_status kvs_config_parse(kvs_config *cfg, const char *text) {
         size_t off = (size_t)(item - text), len = (size_t)(end - item);
         if (len == 0) {
             if (*p == 0 && item == text) break; /* empty string: no change */
-            return kvs_fail(KVS_ERR_CONFIG, "config: empty item at offset %zu", off);
+            return kvs_report(KVS_ERR_CONFIG, "config: empty item at offset %zu", off);
         }
         const char *eq = memchr(item, '=', len);
         if (!eq) {
             if (!apply_preset(&c, item, len))
-                return kvs_fail(KVS_ERR_CONFIG, "config: unknown preset or key without value '%.*s' at offset %zu",
+                return kvs_report(KVS_ERR_CONFIG, "config: unknown preset or key without value '%.*s' at offset %zu",
                                 (int)len, item, off);
         } else {
             size_t kl = (size_t)(eq - item), vl = len - kl - 1;
             int r = apply_kv(&c, item, kl, eq + 1, vl);
             if (r < 0)
-                return kvs_fail(KVS_ERR_CONFIG, "config: unknown key '%.*s' at offset %zu", (int)kl, item, off);
+                return kvs_report(KVS_ERR_CONFIG, "config: unknown key '%.*s' at offset %zu", (int)kl, item, off);
             if (r == 0)
-                return kvs_fail(KVS_ERR_CONFIG, "config: bad value '%.*s' for key '%.*s' at offset %zu",
+                return kvs_report(KVS_ERR_CONFIG, "config: bad value '%.*s' for key '%.*s' at offset %zu",
                                 (int)vl, eq + 1, (int)kl, item, off + kl + 1);
         }
         if (*p == 0) break;
@@ -174,8 +174,8 @@ kvs_status kvs_config_parse(kvs_config *cfg, const char *text) {
 }
 
 kvs_status kvs_config_validate(const kvs_config *c) {
-    if (!c) return kvs_fail(KVS_ERR_ARG, "config: NULL");
-#define BAD(...) return kvs_fail(KVS_ERR_CONFIG, __VA_ARGS__)
+    if (!c) return kvs_report(KVS_ERR_ARG, "config: NULL");
+#define BAD(...) return kvs_report(KVS_ERR_CONFIG, __VA_ARGS__)
     if (c->n_layers < 1 || c->n_layers > 4096) BAD("config: layers=%d out of range [1, 4096]", c->n_layers);
     if (c->n_kv_heads < 1 || c->n_kv_heads > 1024) BAD("config: kv_heads=%d out of range [1, 1024]", c->n_kv_heads);
     if (c->n_heads < 1 || c->n_heads % c->n_kv_heads || c->n_heads / c->n_kv_heads > 256)

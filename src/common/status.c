@@ -24,9 +24,8 @@ const char *kvs_status_str(kvs_status s) {
 
 const char *kvs_last_error(void) { return g_msg; }
 
-void kvs_clear_error(void) { g_msg[0] = 0; }
 
-kvs_status kvs_fail(kvs_status s, const char *fmt, ...) {
+kvs_status kvs_report(kvs_status s, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(g_msg, sizeof g_msg, fmt, ap);

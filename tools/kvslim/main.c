@@ -3,13 +3,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../bench/bench.h"
+#include "bench.h"
+#include "cli.h"
 #include "kvslim.h"
 
 static int usage(void) {
     fprintf(stderr,
             "kvslim %d.%d.%d — compressed KV cache with fused attention\n"
             "usage:\n"
+            "  kvslim sweep [--ctx 1024] [--chunks 8 | --full] [--configs 'name:cfg;cfg;...'] [--out PREFIX]\n"
+            "  kvslim ppl [--model M] [--text FILE] [--ctx 512] [--batch 128] [--chunks K] [--cache CONFIG] [--json OUT]\n"
+            "  kvslim generate --prompt TEXT [--cache CONFIG] [-n 64] [--temp 0]\n"
             "  kvslim bench attention [--tokens 1024,4096,16384,65536] [--reps N] [--threads N]\n"
             "                         [--kernels auto|ref|avx2] [--json]\n"
             "  kvslim bench bandwidth [--threads N]\n"
@@ -58,6 +62,9 @@ int main(int argc, char **argv) {
         return usage();
     }
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "sweep")) return cmd_sweep(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "ppl")) return cmd_ppl(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "version")) {
         printf("kvslim %d.%d.%d (kernels: %s)\n", KVSLIM_VERSION_MAJOR, KVSLIM_VERSION_MINOR, KVSLIM_VERSION_PATCH,
                kvs_kernels());

@@ -1,0 +1,271 @@
+/* kvslim ppl and kvslim generate: the model engine over one cache config. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bench.h"
+#include "cli.h"
+#include "json.h"
+
+int cli_ensure_model(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0) return 0;
+    if (strcmp(path, CLI_DEFAULT_MODEL) != 0) {
+        fprintf(stderr, "kvslim: model '%s' not found\n", path);
+        return 1;
+    }
+    fprintf(stderr, "kvslim: fetching the default model with scripts/fetch-model\n");
+    return system("\"" KVS_SOURCE_DIR "/scripts/fetch-model\"") != 0;
+}
+
+char *cli_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "kvslim: cannot open '%s'\n", path);
+        return NULL;
+    }
+    size_t cap = 1 << 20, n = 0;
+    char *buf = malloc(cap + 1);
+    for (size_t r; buf && (r = fread(buf + n, 1, cap - n, f)) > 0;) {
+        n += r;
+        if (n == cap) {
+            char *p = cap < ((size_t)1 << 31) ? realloc(buf, 2 * cap + 1) : NULL;
+            if (!p) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = p;
+            cap *= 2;
+        }
+    }
+    const int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        free(buf);
+        fprintf(stderr, "kvslim: cannot read '%s'\n", path);
+        return NULL;
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+int cli_load(const char *path, kvs_llama **m, kvs_tokenizer **t) {
+    if (cli_ensure_model(path)) return 1;
+    if (kvs_llama_load(path, m) != KVS_OK) {
+        fprintf(stderr, "kvslim: %s\n", kvs_last_error());
+        return 1;
+    }
+    if (kvs_tokenizer_load(kvs_llama_file(*m), t) != KVS_OK) {
+        fprintf(stderr, "kvslim: %s\n", kvs_last_error());
+        kvs_llama_free(*m);
+        return 1;
+    }
+    return 0;
+}
+
+kvs_cache *cli_cache(const kvs_llama *m, const char *cfg, int max_tokens) {
+    kvs_config c = kvs_llama_cache_config(m, max_tokens);
+    kvs_cache *cache = NULL;
+    if (kvs_config_parse(&c, cfg) != KVS_OK || kvs_cache_create(&c, &cache) != KVS_OK) {
+        fprintf(stderr, "kvslim: cache '%s': %s\n", cfg, kvs_last_error());
+        return NULL;
+    }
+    return cache;
+}
+
+void cli_progress(const char *what, long done, long total, double t0) {
+    const int width = 30, fill = total > 0 ? (int)(width * done / total) : width;
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+    bar[width] = 0;
+    const double el = bench_now() - t0, eta = done > 0 ? el * (double)(total - done) / (double)done : 0.0;
+    fprintf(stderr, "\r%-28.28s [%s] %ld/%ld  %.0fs elapsed, ~%.0fs left ", what, bar, done, total, el, eta);
+    if (done >= total) fputc('\n', stderr);
+}
+
+int cmd_ppl(int argc, char **argv) {
+    const char *model = CLI_DEFAULT_MODEL, *text = CLI_DEFAULT_TEXT, *cfg = "fp32", *json = NULL;
+    int n_ctx = 512, n_batch = 128, chunks = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) model = argv[++i];
+        else if (!strcmp(a, "--text") && v) text = argv[++i];
+        else if (!strcmp(a, "--cache") && v) cfg = argv[++i];
+        else if (!strcmp(a, "--ctx") && v) n_ctx = atoi(argv[++i]);
+        else if (!strcmp(a, "--batch") && v) n_batch = atoi(argv[++i]);
+        else if (!strcmp(a, "--chunks") && v) chunks = atoi(argv[++i]);
+        else if (!strcmp(a, "--json") && v) json = argv[++i];
+        else {
+            fprintf(stderr, "usage: kvslim ppl [--model M] [--text FILE] [--ctx N] [--batch B] [--chunks K] [--cache CONFIG] [--json OUT]\n");
+            return 2;
+        }
+    }
+    if (n_ctx < 8 || n_ctx > (1 << 20) || n_batch < 1 || chunks < 0) {
+        fprintf(stderr, "kvslim ppl: --ctx must be in [8, 2^20], --batch >= 1, --chunks >= 0\n");
+        return 2;
+    }
+    kvs_llama *m;
+    kvs_tokenizer *tk;
+    if (cli_load(model, &m, &tk)) return 1;
+    size_t len;
+    char *buf = cli_read_file(text, &len);
+    int32_t *ids = NULL;
+    int n = 0, rc = 1;
+    kvs_cache *cache = NULL;
+    if (!buf) goto out;
+    if (kvs_tokenize(tk, buf, len, &ids, &n) != KVS_OK) {
+        fprintf(stderr, "kvslim: %s\n", kvs_last_error());
+        goto out;
+    }
+    int n_chunk = n / n_ctx;
+    if (chunks > 0 && chunks < n_chunk) n_chunk = chunks;
+    if (n_chunk < 1) {
+        fprintf(stderr, "kvslim ppl: %d tokens in '%s' is less than one chunk of %d\n", n, text, n_ctx);
+        goto out;
+    }
+    if (!(cache = cli_cache(m, cfg, n_ctx))) goto out;
+    fprintf(stderr, "kvslim ppl: %d tokens, %d chunks of %d, batch %d, cache %s\n", n, n_chunk, n_ctx, n_batch, cfg);
+    kvs_ppl_acc acc = {0, 0, 0, 0};
+    const double t0 = bench_now();
+    const int bos = kvs_tokenizer_add_bos(tk) ? kvs_tokenizer_bos(tk) : -1;
+    for (int c = 0; c < n_chunk; c++) {
+        if (kvs_ppl_chunk(m, cache, ids + (size_t)c * n_ctx, n_ctx, n_batch, bos, NULL, NULL, &acc) != KVS_OK) {
+            fprintf(stderr, "\nkvslim: %s\n", kvs_last_error());
+            goto out;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "ppl %.4f", kvs_ppl_value(&acc));
+        cli_progress(what, c + 1, n_chunk, t0);
+    }
+    const double secs = bench_now() - t0;
+    printf("cache %s: PPL = %.4f +/- %.4f over %ld tokens (%d chunks of %d), %.1f tokens/s\n", cfg, kvs_ppl_value(&acc),
+           kvs_ppl_error(&acc), acc.count, n_chunk, n_ctx, (double)n_chunk * n_ctx / secs);
+    if (json) {
+        FILE *f = fopen(json, "w");
+        if (!f) {
+            fprintf(stderr, "kvslim: cannot write '%s'\n", json);
+            goto out;
+        }
+        json_w j;
+        json_begin(&j, f, '{');
+        json_str(&j, "cache", cfg);
+        json_str(&j, "text", text);
+        json_num(&j, "ctx", n_ctx);
+        json_num(&j, "batch", n_batch);
+        json_num(&j, "chunks", n_chunk);
+        json_num(&j, "scored_tokens", (double)acc.count);
+        json_num(&j, "ppl", kvs_ppl_value(&acc));
+        json_num(&j, "ppl_err", kvs_ppl_error(&acc));
+        json_num(&j, "tokens_per_s", (double)n_chunk * n_ctx / secs);
+        json_end(&j, '}');
+        fputc('\n', f);
+        fclose(f);
+    }
+    rc = 0;
+out:
+    kvs_cache_free(cache);
+    free(ids);
+    free(buf);
+    kvs_tokenizer_free(tk);
+    kvs_llama_free(m);
+    return rc;
+}
+
+/* xorshift for sampling */
+static double uniform(unsigned long long *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (double)(*s >> 11) / 9007199254740992.0;
+}
+
+static int sample(const float *lg, int V, float temp, unsigned long long *rng) {
+    int best = 0;
+    for (int v = 1; v < V; v++) best = lg[v] > lg[best] ? v : best;
+    if (temp <= 0.0f) return best;
+    double sum = 0.0;
+    for (int v = 0; v < V; v++) sum += exp((lg[v] - lg[best]) / temp);
+    double r = uniform(rng) * sum;
+    for (int v = 0; v < V; v++) {
+        r -= exp((lg[v] - lg[best]) / temp);
+        if (r <= 0) return v;
+    }
+    return best;
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *model = CLI_DEFAULT_MODEL, *prompt = NULL, *cfg = "fp32";
+    int n_gen = 64;
+    float temp = 0.0f;
+    unsigned long long seed = 42;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) model = argv[++i];
+        else if (!strcmp(a, "--prompt") && v) prompt = argv[++i];
+        else if (!strcmp(a, "--cache") && v) cfg = argv[++i];
+        else if (!strcmp(a, "-n") && v) n_gen = atoi(argv[++i]);
+        else if (!strcmp(a, "--temp") && v) temp = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--seed") && v) seed = strtoull(argv[++i], NULL, 10) | 1;
+        else {
+            fprintf(stderr, "usage: kvslim generate --prompt TEXT [--model M] [--cache CONFIG] [-n N] [--temp T] [--seed S]\n");
+            return 2;
+        }
+    }
+    if (!prompt || n_gen < 1 || n_gen > 100000 || !(temp >= 0.0f && temp < 100.0f)) {
+        fprintf(stderr, "kvslim generate: --prompt is required; -n in [1, 100000]; --temp in [0, 100)\n");
+        return 2;
+    }
+    kvs_llama *m;
+    kvs_tokenizer *tk;
+    if (cli_load(model, &m, &tk)) return 1;
+    int32_t *ids = NULL;
+    int n = 0, rc = 1;
+    kvs_cache *cache = NULL;
+    const int V = kvs_llama_params(m)->n_vocab;
+    float *lg = malloc(sizeof(float) * V);
+    if (!lg || kvs_tokenize(tk, prompt, strlen(prompt), &ids, &n) != KVS_OK || n < 1) {
+        fprintf(stderr, "kvslim generate: cannot tokenize the prompt (%s)\n", kvs_last_error());
+        goto out;
+    }
+    if (!(cache = cli_cache(m, cfg, n + n_gen))) goto out;
+    const double t0 = bench_now();
+    if (kvs_llama_forward(m, cache, ids, n, 0, n - 1, lg) != KVS_OK) {
+        fprintf(stderr, "kvslim: %s\n", kvs_last_error());
+        goto out;
+    }
+    const double t1 = bench_now();
+    fwrite(prompt, 1, strlen(prompt), stdout);
+    int made = 0;
+    for (; made < n_gen; made++) {
+        int32_t next = sample(lg, V, temp, &seed);
+        if (next == kvs_tokenizer_eos(tk)) break;
+        char piece[256];
+        const size_t pl = kvs_token_bytes(tk, next, piece, sizeof piece);
+        fwrite(piece, 1, pl < sizeof piece ? pl : sizeof piece, stdout);
+        fflush(stdout);
+        if (made + 1 == n_gen) {
+            made++;
+            break;
+        }
+        if (kvs_llama_forward(m, cache, &next, 1, n + made, 0, lg) != KVS_OK) {
+            fprintf(stderr, "\nkvslim: %s\n", kvs_last_error());
+            goto out;
+        }
+    }
+    const double t2 = bench_now();
+    printf("\n");
+    fprintf(stderr, "prompt: %d tokens, %.1f tokens/s; generated %d tokens, %.1f tokens/s; cache %s, %.3f bits/element\n",
+            n, n / (t1 - t0), made, made > 1 ? (made - 1) / (t2 - t1) : 0.0, cfg, kvs_cache_bits_per_element(cache));
+    rc = 0;
+out:
+    kvs_cache_free(cache);
+    free(ids);
+    free(lg);
+    kvs_tokenizer_free(tk);
+    kvs_llama_free(m);
+    return rc;
+}
