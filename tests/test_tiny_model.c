@@ -1,0 +1,235 @@
+/* A tiny random Llama written as a GGUF by the test: the engine's perplexity equals an
+ * independent double-precision computation (full causal attention, no cache); chunked feeding
+ * equals one big chunk; every cache preset runs the model end to end. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gguf_builder.h"
+#include "model.h"
+#include "test_util.h"
+
+enum { V = 50, D = 128, NH = 4, NKV = 2, HD = 32, FF = 96, L = 2, T = 40 };
+static const float k_eps = 1e-5f, k_base = 10000.0f;
+
+typedef struct {
+    const char *name;
+    int ne0, ne1;
+    float *w;
+} tensor_t;
+
+static tensor_t g_t[3 + 9 * L];
+static int g_nt;
+
+static float *add_tensor(const char *name, int ne0, int ne1, rng_t *r, double sd, double mean) {
+    tensor_t *t = &g_t[g_nt++];
+    t->name = strdup(name);
+    t->ne0 = ne0;
+    t->ne1 = ne1;
+    t->w = malloc(sizeof(float) * ne0 * ne1);
+    for (int i = 0; i < ne0 * ne1; i++) t->w[i] = (float)(mean + sd * rng_normal(r));
+    return t->w;
+}
+
+static const float *find(const char *name) {
+    for (int i = 0; i < g_nt; i++)
+        if (!strcmp(g_t[i].name, name)) return g_t[i].w;
+    return NULL;
+}
+
+static void write_model(const char *path) {
+    rng_t r = {77};
+    add_tensor("token_embd.weight", D, V, &r, 0.08, 0);
+    add_tensor("output_norm.weight", D, 1, &r, 0.1, 1.0);
+    for (int l = 0; l < L; l++) {
+        char n[64];
+        const struct { const char *nm; int a, b; double sd, mean; } spec[] = {
+            {"attn_norm", D, 1, 0.1, 1.0}, {"attn_q", D, D, 0.15, 0}, {"attn_k", D, NKV * HD, 0.15, 0},
+            {"attn_v", D, NKV * HD, 0.15, 0}, {"attn_output", D, D, 0.1, 0}, {"ffn_norm", D, 1, 0.1, 1.0},
+            {"ffn_gate", D, FF, 0.1, 0}, {"ffn_up", D, FF, 0.1, 0}, {"ffn_down", FF, D, 0.1, 0}};
+        for (int i = 0; i < 9; i++) {
+            snprintf(n, sizeof n, "blk.%d.%s.weight", l, spec[i].nm);
+            add_tensor(n, spec[i].a, spec[i].b, &r, spec[i].sd, spec[i].mean);
+        }
+    }
+    gbuf b = {0};
+    gb_header(&b, 3, (uint64_t)g_nt, 9);
+    gb_kv_str(&b, "general.architecture", "llama");
+    gb_kv_u32(&b, "llama.embedding_length", D);
+    gb_kv_u32(&b, "llama.block_count", L);
+    gb_kv_u32(&b, "llama.feed_forward_length", FF);
+    gb_kv_u32(&b, "llama.attention.head_count", NH);
+    gb_kv_u32(&b, "llama.attention.head_count_kv", NKV);
+    gb_kv_u32(&b, "llama.context_length", 256);
+    gb_kv_f32(&b, "llama.attention.layer_norm_rms_epsilon", k_eps);
+    gb_kv_f32(&b, "llama.rope.freq_base", k_base);
+    uint64_t off = 0;
+    for (int i = 0; i < g_nt; i++) {
+        uint64_t ne[2] = {(uint64_t)g_t[i].ne0, (uint64_t)g_t[i].ne1};
+        gb_tensor(&b, g_t[i].name, g_t[i].ne1 > 1 ? 2 : 1, ne, 0, off);
+        off += ((uint64_t)g_t[i].ne0 * g_t[i].ne1 * 4 + 31) / 32 * 32;
+    }
+    gb_align(&b, 32);
+    for (int i = 0; i < g_nt; i++) {
+        gb_put(&b, g_t[i].w, sizeof(float) * g_t[i].ne0 * g_t[i].ne1);
+        gb_align(&b, 32);
+    }
+    FILE *f = fopen(path, "wb");
+    fwrite(b.p, 1, b.n, f);
+    fclose(f);
+    free(b.p);
+}
+
+/* ---- the independent reference: double precision, whole sequence at once ---- */
+static void rms(const double *x, const float *w, double *y) {
+    double ss = 0;
+    for (int i = 0; i < D; i++) ss += x[i] * x[i];
+    const double r = 1.0 / sqrt(ss / D + k_eps);
+    for (int i = 0; i < D; i++) y[i] = x[i] * r * w[i];
+}
+static void mv(const float *W, const double *x, int in, int out, double *y) { /* W [out][in] */
+    for (int o = 0; o < out; o++) {
+        double s = 0;
+        for (int i = 0; i < in; i++) s += (double)W[(size_t)o * in + i] * x[i];
+        y[o] = s;
+    }
+}
+static void rope_d(double *v, int heads, int pos) {
+    for (int h = 0; h < heads; h++)
+        for (int p = 0; p < HD / 2; p++) {
+            const double th = pos * pow(k_base, -2.0 * p / HD), c = cos(th), s = sin(th);
+            double *e = v + h * HD + 2 * p;
+            const double a = e[0], bb = e[1];
+            e[0] = a * c - bb * s;
+            e[1] = a * s + bb * c;
+        }
+}
+
+/* log-probabilities of the next token at every position: lp[T][V] */
+static void reference(const int32_t *tok, double *lp) {
+    static double x[T][D], h[D], q[T][D], k[T][NKV * HD], v[T][NKV * HD], att[D], o[D], g[FF], u[FF];
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D; i++) x[t][i] = find("token_embd.weight")[tok[t] * D + i];
+    for (int l = 0; l < L; l++) {
+        char n[64];
+#define W(nm) (snprintf(n, sizeof n, "blk.%d.%s.weight", l, nm), find(n))
+        for (int t = 0; t < T; t++) {
+            rms(x[t], W("attn_norm"), h);
+            mv(W("attn_q"), h, D, D, q[t]);
+            mv(W("attn_k"), h, D, NKV * HD, k[t]);
+            mv(W("attn_v"), h, D, NKV * HD, v[t]);
+            rope_d(q[t], NH, t);
+            rope_d(k[t], NKV, t);
+        }
+        for (int t = 0; t < T; t++) {
+            for (int hh = 0; hh < NH; hh++) {
+                const int kv = hh / (NH / NKV);
+                double s[T], m = -1e300, z = 0;
+                for (int j = 0; j <= t; j++) {
+                    double d = 0;
+                    for (int i = 0; i < HD; i++) d += q[t][hh * HD + i] * k[j][kv * HD + i];
+                    s[j] = d / sqrt((double)HD);
+                    m = fmax(m, s[j]);
+                }
+                for (int j = 0; j <= t; j++) z += (s[j] = exp(s[j] - m));
+                for (int i = 0; i < HD; i++) {
+                    double a = 0;
+                    for (int j = 0; j <= t; j++) a += s[j] * v[j][kv * HD + i];
+                    att[hh * HD + i] = a / z;
+                }
+            }
+            mv(W("attn_output"), att, D, D, o);
+            for (int i = 0; i < D; i++) x[t][i] += o[i];
+        }
+        for (int t = 0; t < T; t++) {
+            rms(x[t], W("ffn_norm"), h);
+            mv(W("ffn_gate"), h, D, FF, g);
+            mv(W("ffn_up"), h, D, FF, u);
+            for (int i = 0; i < FF; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            mv(W("ffn_down"), g, FF, D, o);
+            for (int i = 0; i < D; i++) x[t][i] += o[i];
+        }
+#undef W
+    }
+    for (int t = 0; t < T; t++) {
+        double lg[V], m = -1e300, z = 0;
+        rms(x[t], find("output_norm.weight"), h);
+        mv(find("token_embd.weight"), h, D, V, lg);
+        for (int i = 0; i < V; i++) m = fmax(m, lg[i]);
+        for (int i = 0; i < V; i++) z += exp(lg[i] - m);
+        for (int i = 0; i < V; i++) lp[t * V + i] = lg[i] - m - log(z);
+    }
+}
+
+int main(void) {
+    char path[] = "/tmp/kvslim_tinyXXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return 1;
+    close(fd);
+    write_model(path);
+    kvs_llama *m = NULL;
+    CHECK_OK(kvs_llama_load(path, &m));
+    if (!m) return test_done("test_tiny_model");
+    const kvs_llama_hparams *hp = kvs_llama_params(m);
+    CHECK(hp->n_vocab == V && hp->n_embd == D && hp->head_dim == HD && hp->n_head_kv == NKV, "hparams");
+    rng_t r = {5};
+    int32_t tok[T];
+    for (int t = 0; t < T; t++) tok[t] = (int32_t)(rng_u64(&r) % V);
+    static double lp[T * V];
+    reference(tok, lp);
+    double nll = 0;
+    int cnt = 0;
+    for (int p = T / 2; p <= T - 2; p++, cnt++) nll -= lp[p * V + tok[p + 1]];
+    const double ppl_ref = exp(nll / cnt);
+    kvs_config cc = kvs_llama_cache_config(m, T);
+    kvs_cache *c = NULL;
+    CHECK_OK(kvs_cache_create(&cc, &c));
+    kvs_ppl_acc acc = {0, 0, 0, 0};
+    static float logp[T * V];
+    CHECK_OK(kvs_ppl_chunk(m, c, tok, T, 7, -1, logp, NULL, &acc));
+    printf("tiny model: PPL engine %.6f, independent %.6f over %ld tokens\n", kvs_ppl_value(&acc), ppl_ref, acc.count);
+    CHECK(acc.count == cnt && fabs(kvs_ppl_value(&acc) / ppl_ref - 1) < 1e-4, "PPL %g vs %g", kvs_ppl_value(&acc), ppl_ref);
+    double worst = 0;
+    for (int p = T / 2; p <= T - 2; p++)
+        for (int i = 0; i < V; i++) worst = fmax(worst, fabs(logp[(p - T / 2) * V + i] - lp[p * V + i]));
+    CHECK(worst < 1e-3, "log-probabilities differ by %g", worst);
+    /* one chunk of T vs batches of 7: identical up to float summation order */
+    kvs_ppl_acc a2 = {0, 0, 0, 0};
+    static float logp2[T * V];
+    CHECK_OK(kvs_ppl_chunk(m, c, tok, T, T, -1, logp2, NULL, &a2));
+    CHECK(fabs(a2.nll - acc.nll) < 1e-4 * fabs(acc.nll), "batch 7 vs batch %d: %g vs %g", T, acc.nll, a2.nll);
+    /* KL of a run against itself is ~0 */
+    kvs_ppl_acc a3 = {0, 0, 0, 0};
+    CHECK_OK(kvs_ppl_chunk(m, c, tok, T, 7, -1, NULL, logp, &a3));
+    CHECK(fabs(a3.kl) < 1e-6 * a3.count, "self KL %g", a3.kl);
+    kvs_cache_free(c);
+    /* every preset runs end to end; quantized ones stay near fp32 on this model */
+    const char *presets[] = {"fp16", "q8_0", "q4_0", "kivi-int4", "kivi-int2", "oscar-int4", "oscar-int2",
+                             "oscar-int2,jensen=taylor", "oscar-int2,jensen=exact,sinks=2,group=16,window=16"};
+    for (size_t i = 0; i < sizeof presets / sizeof *presets; i++) {
+        kvs_config pc = kvs_llama_cache_config(m, T);
+        kvs_cache *pcache = NULL;
+        CHECK_OK(kvs_config_parse(&pc, presets[i]));
+        CHECK_OK(kvs_cache_create(&pc, &pcache));
+        kvs_ppl_acc ap = {0, 0, 0, 0};
+        if (pcache) CHECK_OK(kvs_ppl_chunk(m, pcache, tok, T, 4, -1, NULL, logp, &ap));
+        const double ratio = kvs_ppl_value(&ap) / ppl_ref;
+        CHECK(isfinite(ratio) && ratio > 0.5 && ratio < 2.0 && ap.kl >= -1e-6, "%s: PPL ratio %g, KL %g", presets[i], ratio, ap.kl);
+        kvs_cache_free(pcache);
+    }
+    /* forward argument checks */
+    int32_t bad_tok = V + 3;
+    kvs_config bc = kvs_llama_cache_config(m, 8);
+    kvs_cache *b8 = NULL;
+    CHECK_OK(kvs_cache_create(&bc, &b8));
+    CHECK(kvs_llama_forward(m, b8, &bad_tok, 1, 0, 0, NULL) == KVS_ERR_ARG && strstr(kvs_last_error(), "vocabulary"), "bad token");
+    CHECK(kvs_llama_forward(m, b8, tok, 9, 0, 0, NULL) == KVS_ERR_CAPACITY, "past the cache capacity: %s", kvs_last_error());
+    kvs_cache_free(b8);
+    kvs_llama_free(m);
+    unlink(path);
+    for (int i = 0; i < g_nt; i++) {
+        free((void *)g_t[i].name);
+        free(g_t[i].w);
+    }
+    return test_done("test_tiny_model");
+}
