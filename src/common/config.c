@@ -70,13 +70,18 @@ static int lookup(const char *const *names, int n, const char *v, size_t len) {
     return -1;
 }
 
-static int parse_int(const char *v, size_t len, long lo, long hi, int *out) {
-    char buf[32];
-    if (len == 0 || len >= sizeof buf) return 0;
+/* The value as a NUL-terminated string in buf[32]; 0 if empty or too long to be a number. */
+static int value_text(const char *v, size_t len, char *buf) {
+    if (len == 0 || len >= 32) return 0;
     memcpy(buf, v, len);
     buf[len] = 0;
-    char *end;
     errno = 0;
+    return 1;
+}
+
+static int parse_int(const char *v, size_t len, long lo, long hi, int *out) {
+    char buf[32], *end;
+    if (!value_text(v, len, buf)) return 0;
     long x = strtol(buf, &end, 10);
     if (errno || *end || x < lo || x > hi) return 0;
     *out = (int)x;
@@ -84,12 +89,8 @@ static int parse_int(const char *v, size_t len, long lo, long hi, int *out) {
 }
 
 static int parse_float(const char *v, size_t len, float lo, float hi, float *out) {
-    char buf[32];
-    if (len == 0 || len >= sizeof buf) return 0;
-    memcpy(buf, v, len);
-    buf[len] = 0;
-    char *end;
-    errno = 0;
+    char buf[32], *end;
+    if (!value_text(v, len, buf)) return 0;
     float x = strtof(buf, &end);
     if (errno || *end || !isfinite(x) || x < lo || x > hi) return 0;
     *out = x;

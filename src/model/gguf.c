@@ -125,11 +125,15 @@ const char *kvs_ggml_type_name(uint32_t type) {
     }
 }
 
-static int cmp_kv(const void *a, const void *b) {
-    return strcmp((*(const kvs_gguf_kv *const *)a)->key, (*(const kvs_gguf_kv *const *)b)->key);
-}
-static int cmp_tname(const void *a, const void *b) {
-    return strcmp((*(const kvs_gguf_tensor *const *)a)->name, (*(const kvs_gguf_tensor *const *)b)->name);
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* A name that appears twice among names[n] (sorted in place), or NULL: O(n log n), so a file with
+ * millions of tiny tensors cannot make the check quadratic. */
+static const char *find_duplicate(const char **names, size_t n) {
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(names[i - 1], names[i])) return names[i];
+    return NULL;
 }
 static int cmp_toff(const void *a, const void *b) {
     const kvs_gguf_tensor *x = *(const kvs_gguf_tensor *const *)a, *y = *(const kvs_gguf_tensor *const *)b;
@@ -208,20 +212,13 @@ static kvs_status parse(kvs_gguf *g, kvs_gguf_error *err) {
             return fail(err, c.err, "value of '%s' (type %u)", kv->key, kv->type);
         }
     }
-    /* duplicates, by sorting pointers */
     if (n_kv > 1) {
-        kvs_gguf_kv **idx = malloc(n_kv * sizeof *idx);
-        if (!idx) return kvs_report(KVS_ERR_NOMEM, "gguf: out of memory");
-        for (uint64_t i = 0; i < n_kv; i++) idx[i] = &g->kv[i];
-        qsort(idx, n_kv, sizeof *idx, cmp_kv);
-        for (uint64_t i = 1; i < n_kv; i++)
-            if (!strcmp(idx[i - 1]->key, idx[i]->key)) {
-                char k[80];
-                snprintf(k, sizeof k, "%s", idx[i]->key);
-                free(idx);
-                return fail(err, KVS_GGUF_DUPLICATE_KEY, "key '%s' appears twice", k);
-            }
-        free(idx);
+        const char **names = malloc(n_kv * sizeof *names);
+        if (!names) return kvs_report(KVS_ERR_NOMEM, "gguf: out of memory");
+        for (uint64_t i = 0; i < n_kv; i++) names[i] = g->kv[i].key;
+        const char *dup = find_duplicate(names, n_kv);
+        free(names);
+        if (dup) return fail(err, KVS_GGUF_DUPLICATE_KEY, "key '%.80s' appears twice", dup);
     }
     const kvs_gguf_kv *al = kvs_gguf_find(g, "general.alignment");
     if (al) {
@@ -279,17 +276,21 @@ static kvs_status parse(kvs_gguf *g, kvs_gguf_error *err) {
         t->data = g->base + g->data_start + t->offset;
     }
     if (n_tensors > 1) {
+        const char **names = malloc(n_tensors * sizeof *names);
         kvs_gguf_tensor **idx = malloc(n_tensors * sizeof *idx);
-        if (!idx) return kvs_report(KVS_ERR_NOMEM, "gguf: out of memory");
+        if (!names || !idx) {
+            free(names);
+            free(idx);
+            return kvs_report(KVS_ERR_NOMEM, "gguf: out of memory");
+        }
+        for (uint64_t i = 0; i < n_tensors; i++) names[i] = g->tensors[i].name;
+        const char *dup = find_duplicate(names, n_tensors);
+        free(names);
+        if (dup) {
+            free(idx);
+            return fail(err, KVS_GGUF_DUPLICATE_TENSOR, "tensor '%s' appears twice", dup);
+        }
         for (uint64_t i = 0; i < n_tensors; i++) idx[i] = &g->tensors[i];
-        qsort(idx, n_tensors, sizeof *idx, cmp_tname);
-        for (uint64_t i = 1; i < n_tensors; i++)
-            if (!strcmp(idx[i - 1]->name, idx[i]->name)) {
-                char nm[64];
-                memcpy(nm, idx[i]->name, 64);
-                free(idx);
-                return fail(err, KVS_GGUF_DUPLICATE_TENSOR, "tensor '%s' appears twice", nm);
-            }
         qsort(idx, n_tensors, sizeof *idx, cmp_toff);
         for (uint64_t i = 1; i < n_tensors; i++)
             if (idx[i - 1]->offset + idx[i - 1]->bytes > idx[i]->offset) {
