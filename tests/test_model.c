@@ -111,7 +111,10 @@ static void test_cached_equals_full(kvs_llama *m, const kvs_tokenizer *tk) {
     free(ids);
 }
 
-static void test_configs(kvs_llama *m, const kvs_tokenizer *tk, const char *text_path) {
+/* Every sweep config runs end to end on the first 256 tokens of the text; its PPL, KL and bits per
+ * element must match tests/expected/metrics.csv (bits exactly, PPL within 0.5 %, KL within 20 %):
+ * a number that moves must be explained and the file updated with it. */
+static void test_configs(kvs_llama *m, const kvs_tokenizer *tk, const char *text_path, const char *fixtures) {
     FILE *f = fopen(text_path, "rb");
     CHECK(f != NULL, "cannot open %s", text_path);
     if (!f) return;
@@ -123,24 +126,44 @@ static void test_configs(kvs_llama *m, const kvs_tokenizer *tk, const char *text
     CHECK_OK(kvs_tokenize(tk, buf, len, &ids, &n));
     const int ctx = 256;
     CHECK(n >= ctx, "text too short");
-    const int V = kvs_llama_params(m)->n_vocab;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/../expected/metrics.csv", fixtures);
+    FILE *ex = fopen(path, "r");
+    CHECK(ex != NULL, "cannot open %s", path);
+    if (!ex) {
+        free(ids);
+        return;
+    }
+    const kvs_llama_hparams *hp = kvs_llama_params(m);
+    const int V = hp->n_vocab;
     float *ref = malloc(sizeof(float) * (ctx / 2 - 1) * V);
-    const char *cfgs[] = {"fp32", "fp16", "q8_0", "q4_0", "kivi-int4", "kivi-int2", "oscar-int4", "oscar-int2",
-                          "oscar-int2,jensen=taylor", "oscar-int2,jensen=exact,sinks=4"};
-    double p0 = 0;
-    for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {
+    char line[512];
+    int rows = 0;
+    while (fgets(line, sizeof line, ex)) {
+        char cfg[256];
+        double want_bits, want_ppl, want_kl;
+        if (line[0] == '#' || sscanf(line, "%255[^;];%lf;%lf;%lf", cfg, &want_bits, &want_ppl, &want_kl) != 4) continue;
         kvs_config cc = kvs_llama_cache_config(m, ctx);
         kvs_cache *c = NULL;
-        CHECK_OK(kvs_config_parse(&cc, cfgs[i]));
+        CHECK_OK(kvs_config_parse(&cc, cfg));
         CHECK_OK(kvs_cache_create(&cc, &c));
         kvs_ppl_acc a = {0, 0, 0, 0};
-        if (c) CHECK_OK(kvs_ppl_chunk(m, c, ids, ctx, 64, -1, i == 0 ? ref : NULL, i == 0 ? NULL : ref, &a));
-        const double p = kvs_ppl_value(&a);
-        if (i == 0) p0 = p;
-        printf("  %-40s PPL %8.3f  KL %.5f\n", cfgs[i], p, a.count ? a.kl / a.count : 0.0);
-        CHECK(isfinite(p) && p > 1 && p < 1.5 * p0 && a.kl >= -1e-6, "%s: PPL %g (fp32 %g)", cfgs[i], p, p0);
+        if (c) CHECK_OK(kvs_ppl_chunk(m, c, ids, ctx, 64, -1, rows == 0 ? ref : NULL, rows == 0 ? NULL : ref, &a));
+        kvs_config c8 = kvs_llama_cache_config(m, 8192);
+        size_t b8 = 0;
+        CHECK_OK(kvs_config_parse(&c8, cfg));
+        CHECK_OK(kvs_cache_bytes_for(&c8, 8192, &b8));
+        const double bits = 8.0 * (double)b8 / (8192.0 * hp->n_layer * hp->n_head_kv * hp->head_dim * 2);
+        const double p = kvs_ppl_value(&a), kl = a.count ? a.kl / a.count : 0.0;
+        printf("%s;%.4f;%.4f;%.6f\n", cfg, bits, p, kl);
+        CHECK(fabs(bits - want_bits) < 1e-4, "%s: bits per element %.4f, expected %.4f", cfg, bits, want_bits);
+        CHECK(fabs(p / want_ppl - 1) < 5e-3, "%s: PPL %.4f, expected %.4f", cfg, p, want_ppl);
+        CHECK(fabs(kl - want_kl) <= 0.2 * want_kl + 1e-4, "%s: KL %.6f, expected %.6f", cfg, kl, want_kl);
         kvs_cache_free(c);
+        rows++;
     }
+    fclose(ex);
+    CHECK(rows >= 9, "only %d rows in %s", rows, path);
     free(ref);
     free(ids);
 }
@@ -159,7 +182,7 @@ int main(int argc, char **argv) {
     if (tk) {
         test_tokenizer(tk, argv[2]);
         test_cached_equals_full(m, tk);
-        test_configs(m, tk, argv[3]);
+        test_configs(m, tk, argv[3], argv[2]);
     }
     kvs_tokenizer_free(tk);
     kvs_llama_free(m);
