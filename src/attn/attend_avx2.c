@@ -400,14 +400,24 @@ static float round_i8(const float *a, int n, int8_t *q) {
         return 0.0f;
     }
     const __m256 inv = _mm256_set1_ps(127.0f / amax);
-    for (int x = 0; x < n; x += 8) {
-        const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x), inv)); /* rint: MXCSR nearest */
+    int x = 0;
+    for (; x + 32 <= n; x += 32) { /* 32 at a time: two packs and one lane fix-up per 32 values */
+        const __m256i v0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x), inv)); /* rint (MXCSR) */
+        const __m256i v1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x + 8), inv));
+        const __m256i v2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x + 16), inv));
+        const __m256i v3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x + 24), inv));
+        const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
+        _mm256_storeu_si256((__m256i *)(q + x), _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
+    for (; x < n; x += 8) {
+        const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x), inv));
         const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         _mm_storel_epi64((__m128i *)(q + x), _mm_packs_epi16(w, w));
     }
     return amax / 127.0f;
 }
 
+/* Two int8 (a pair for the multiply-add) broadcast to all 16-bit lanes. */
 static inline __m256i bcast_pair(const int8_t *p) {
     int16_t v;
     memcpy(&v, p, 2);
@@ -683,9 +693,10 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
                         value_acc(vp, vrow, vb, vperm, G, d, ws + (size_t)h0 * nj * G, nj, acc0 + (size_t)h0 * d, hb);
                 }
                 for (int h = 0; h < g; h++)
-                    for (int x = 0; x < d; x += 8) {
-                        float *a = acc0 + (size_t)h * d + x;
-                        _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), _mm256_set1_ps(wo[(size_t)h * nj + x / G])));
+                    for (int jg = 0; jg < nj; jg++) {
+                        const __m256 ov = _mm256_set1_ps(wo[(size_t)h * nj + jg]);
+                        float *a = acc0 + (size_t)h * d + (size_t)jg * G; /* G <= d: value groups tile d */
+                        for (int x = 0; x < G; x += 8) _mm256_storeu_ps(a + x, _mm256_add_ps(_mm256_loadu_ps(a + x), ov));
                     }
             } else {
                 row_axpy(vt, vp, vrow, G, d, g, S, acc0);
