@@ -240,7 +240,7 @@ static inline void prefetch_block(const uint8_t *p, size_t bytes) {
 /* ---- online softmax over a tile of scores ------------------------------------------------ */
 
 /* s[nt] scores -> probabilities relative to the new running max; rescales l and acc[d]. */
-static void softmax_tile(float *s, int nt, float *m, float *l, float *acc, int d) {
+static inline __attribute__((always_inline)) void softmax_tile(float *s, int nt, float *m, float *l, float *acc, int d) {
     __m256 mx = _mm256_set1_ps(-INFINITY);
     int t = 0;
     for (; t + 8 <= nt; t += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(s + t));
@@ -390,7 +390,7 @@ static void value_acc(const uint8_t *vp, size_t vrow, int b, int perm, int G, in
 /* ---- paired INT2/INT4 layouts: integer multiply-add on codes (formats.h "paired") ----------- */
 
 /* Round a[n] (n multiple of 8) to int8 exactly as kvs_round_i8 does; returns the scale. */
-static float round_i8(const float *a, int n, int8_t *q) {
+static inline __attribute__((always_inline)) float round_i8(const float *a, int n, int8_t *q) {
     __m256 mx = _mm256_setzero_ps();
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int x = 0; x < n; x += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(a + x)));
@@ -466,7 +466,7 @@ static inline __attribute__((always_inline)) void key_isums_BH(const uint8_t *co
     }
 }
 
-static void key_isums(const uint8_t *codes, int d, const int8_t *a8, int32_t *isum, int hb, int B) {
+static inline __attribute__((always_inline)) void key_isums(const uint8_t *codes, int d, const int8_t *a8, int32_t *isum, int hb, int B) {
     if (B == 2) {
         switch (hb) {
         case 1: key_isums_BH(codes, d, a8, isum, 2, 1); break;
@@ -521,8 +521,8 @@ static inline __attribute__((always_inline)) void value_isums_BH(const uint8_t *
     }
 }
 
-static void value_isums(const uint8_t *codes, int G, int d, const int8_t *w8, const float *sw, int nj, float *acc,
-                        int hb, int B) {
+static inline __attribute__((always_inline)) void value_isums(const uint8_t *codes, int G, int d, const int8_t *w8,
+                                                              const float *sw, int nj, float *acc, int hb, int B) {
     if (B == 2) {
         switch (hb) {
         case 1: value_isums_BH(codes, G, d, w8, sw, nj, acc, 2, 1); break;
@@ -540,10 +540,13 @@ static void value_isums(const uint8_t *codes, int G, int d, const int8_t *w8, co
 
 /* ---- the groups kernel ------------------------------------------------------------------ */
 
-static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
+/* One body, stamped out for the common shapes (G and d as constants let the compiler unroll the
+ * per-group loops) and once generic (GC = DC = 0: the cache's own values). */
+static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job *j, int g0, int g1, kvs_partial *p,
+                                                              const int GC, const int DC) {
     const struct kvs_cache *c = j->c;
     const kvs_config *cfg = &c->cfg;
-    const int d = c->d, g = c->g, G = c->G, n = j->n;
+    const int d = DC ? DC : c->d, g = c->g, G = GC ? GC : c->G, n = j->n;
     const kvs_type kt = cfg->k_type, vt = cfg->v_type;
     const int kb = kvs_affine_bits(kt), vb = kvs_affine_bits(vt);
     const int kperm = kb && perm_mode(kb, G), vperm = vb && perm_mode(vb, d);
@@ -584,9 +587,9 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     for (int grp = g0; grp < g1; grp++) {
         const uint8_t *kp = st->blk[grp], *vp = kp + c->kbytes;
         const float *nrm = norms ? norms[grp] : NULL;
-        if (grp + 1 < g1) {
-            prefetch_block(st->blk[grp + 1], c->kbytes + c->vbytes < 4096 ? c->kbytes + c->vbytes : 0);
-            if (norms) _mm_prefetch((const char *)norms[grp + 1], _MM_HINT_T0);
+        if (grp + 2 < g1) { /* two groups ahead: one group's work is shorter than a DRAM miss chain */
+            prefetch_block(st->blk[grp + 2], c->kbytes + c->vbytes < 4096 ? c->kbytes + c->vbytes : 0);
+            if (norms) _mm_prefetch((const char *)norms[grp + 2], _MM_HINT_T0);
         }
         const uint16_t *Sk = kb ? (const uint16_t *)(kp + (size_t)d * G * kb / 8) : NULL, *Ok = Sk ? Sk + d : NULL;
         if (kb && jensen == KVS_JENSEN_EXACT)
@@ -707,6 +710,13 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     free(qh);
     free(i8);
     free(isum);
+}
+
+static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
+    const int G = j->c->G, d = j->c->d;
+    if (G == 32 && d == 64) groups_body(j, g0, g1, p, 32, 64);
+    else if (G == 32 && d == 128) groups_body(j, g0, g1, p, 32, 128);
+    else groups_body(j, g0, g1, p, 0, 0);
 }
 
 /* ---- the fp kernel: sinks, window and the chunk, fp32 rows --------------------------------- */
