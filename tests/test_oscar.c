@@ -16,7 +16,7 @@ static void roundtrip(const float *k, int rotate, int scale, double *rel) {
     memcpy(x, k, sizeof x);
     for (int t = 0; t < G; t++) {
         if (rotate) kvs_fwht(x + t * D, D);
-        n[t] = scale ? kvs_oscar_norm(x + t * D, D) : 1.0f;
+        n[t] = scale ? kvs_oscar_norm(x + t * D, 1, D, 0) : 1.0f;
         for (int i = 0; i < D; i++) x[t * D + i] /= n[t];
     }
     static uint8_t part[D * (G / 4 + 4)];

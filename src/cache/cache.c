@@ -220,13 +220,7 @@ static void flush_group(kvs_cache *c, int layer, uint8_t **blocks, float *norm, 
     }
     if (norm) /* OScaR: one norm per token over all KV heads of the layer, rotated basis */
         for (int t = 0; t < G; t++) {
-            double ss = 0.0;
-            for (int h = 0; h < H; h++) {
-                const float *x = tmp + ((size_t)h * G + t) * d;
-                for (int i = 0; i < d; i++) ss += (double)x[i] * x[i];
-            }
-            float n = (float)sqrt(ss);
-            norm[t] = (n > 0.0f && isfinite(n)) ? n : 1.0f;
+            norm[t] = kvs_oscar_norm(tmp + (size_t)t * d, H, d, (size_t)G * d);
             const float inv = 1.0f / norm[t];
             for (int h = 0; h < H; h++) {
                 float *x = tmp + ((size_t)h * G + t) * d;

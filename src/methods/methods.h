@@ -1,14 +1,16 @@
 /* Transforms and corrections the cache applies on append and the kernels inline. */
 #ifndef KVS_METHODS_H
 #define KVS_METHODS_H
+#include <stddef.h>
 #include <stdint.h>
 
 /* Orthonormal Walsh-Hadamard transform in place, x[d], d a power of two (Sylvester order, no
  * random signs: H[i][j] = (-1)^popcount(i&j)/sqrt(d)). H is symmetric and its own inverse. */
 void kvs_fwht(float *x, int d);
 
-/* OScaR per-token norm over all KV heads: sqrt(sum of squares of k[n_kv*d]); 1 if 0 or NaN. */
-float kvs_oscar_norm(const float *k, int n);
+/* OScaR per-token norm over all KV heads: the L2 norm of n_heads vectors of d floats, head h at
+ * k + h * head_stride; 1 if that is 0 or not finite (so an all-zero key stays 0, never NaN). */
+float kvs_oscar_norm(const float *k, int n_heads, int d, size_t head_stride);
 
 /* Jensen bias correction (jensen-correction.md).
  * ln(sinh a / a), accurate for all a (series near 0, log form elsewhere; never calls sinh). */

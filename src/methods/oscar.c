@@ -4,9 +4,10 @@
 
 #include "methods.h"
 
-float kvs_oscar_norm(const float *k, int n) {
+float kvs_oscar_norm(const float *k, int n_heads, int d, size_t head_stride) {
     double s = 0.0; /* double: the norm must not depend on summation order across platforms */
-    for (int i = 0; i < n; i++) s += (double)k[i] * k[i];
-    float r = (float)sqrt(s);
+    for (int h = 0; h < n_heads; h++)
+        for (int i = 0; i < d; i++) s += (double)k[h * head_stride + i] * k[h * head_stride + i];
+    const float r = (float)sqrt(s);
     return (r > 0.0f && isfinite(r)) ? r : 1.0f;
 }

@@ -18,24 +18,6 @@ unsigned kvs_get_code(const uint8_t *base, size_t bit, int bits) {
     return (w >> (bit & 7)) & ((1u << bits) - 1);
 }
 
-void kvs_pack_bits(const uint8_t *codes, int n, int bits, uint8_t *out) {
-    memset(out, 0, (size_t)n * bits / 8);
-    for (int i = 0; i < n; i++) kvs_put_code(out, (size_t)i * bits, bits, codes[i]);
-}
-
-void kvs_unpack_bits(const uint8_t *in, int n, int bits, uint8_t *codes) {
-    for (int i = 0; i < n; i++) codes[i] = (uint8_t)kvs_get_code(in, (size_t)i * bits, bits);
-}
-
-void kvs_pack_row(const uint8_t *codes, int n, int bits, uint8_t *out) {
-    memset(out, 0, (size_t)n * bits / 8);
-    for (int i = 0; i < n; i++) kvs_put_code(out, (size_t)kvs_code_slot(bits, n, i) * bits, bits, codes[i]);
-}
-
-uint8_t kvs_code_at(const uint8_t *row, int n, int bits, int i) {
-    return (uint8_t)kvs_get_code(row, (size_t)kvs_code_slot(bits, n, i) * bits, bits);
-}
-
 float kvs_round_i8(const float *x, int n, int8_t *q) {
     float amax = 0.0f;
     for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));

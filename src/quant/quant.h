@@ -5,13 +5,8 @@
 
 #include "formats.h"
 
-/* LSB-first bit packing of n codes of `bits` bits (n*bits multiple of 8); code i in slot i. */
-void kvs_pack_bits(const uint8_t *codes, int n, int bits, uint8_t *out);
-void kvs_unpack_bits(const uint8_t *in, int n, int bits, uint8_t *codes);
-/* The same with element i in slot kvs_code_slot(bits, n, i) (the layout of formats.h). */
-void kvs_pack_row(const uint8_t *codes, int n, int bits, uint8_t *out);
-uint8_t kvs_code_at(const uint8_t *row, int n, int bits, int i);
-/* One code at a bit offset (bits <= 8; the target bits must be zero before a put). */
+/* One code at a bit offset, LSB first (bits <= 8; the target bits must be zero before a put).
+ * Where each code goes is decided by formats.h (kvs_key_bit, kvs_val_bit, kvs_code_slot). */
 void kvs_put_code(uint8_t *base, size_t bit, int bits, unsigned code);
 unsigned kvs_get_code(const uint8_t *base, size_t bit, int bits);
 /* Round x[n] to int8 with one scale (the integer kernels' query and probability rounding):
