@@ -212,7 +212,7 @@ kvs_status kvs_config_validate(const kvs_config *c) {
 
 size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
     char tmp[256];
-    int n = snprintf(tmp, sizeof tmp, "k=%s,v=%s,group=%d,window=%d,sinks=%d,rotate=%s,scale=%s,jensen=%s,lambda=%g",
+    int n = snprintf(tmp, sizeof tmp, "k=%s,v=%s,group=%d,window=%d,sinks=%d,rotate=%s,scale=%s,jensen=%s,lambda=%.9g",
                      g_type_names[c->k_type], g_type_names[c->v_type], c->group, c->window, c->sinks,
                      g_rotate_names[c->rotate], g_scale_names[c->scale], g_jensen_names[c->jensen],
                      (double)c->lambda);
