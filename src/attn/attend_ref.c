@@ -21,12 +21,6 @@ static void online_update(float *m, float *l, float *acc, int d, float s, const 
     for (int i = 0; i < d; i++) acc[i] += p * v[i];
 }
 
-static float half_at(const uint8_t *p, int i) {
-    uint16_t h;
-    memcpy(&h, p + 2 * (size_t)i, 2);
-    return kvs_fp16_to_fp32(h);
-}
-
 static float dot(const float *a, const float *b, int d) {
     float s = 0.0f;
     for (int i = 0; i < d; i++) s += a[i] * b[i];
@@ -66,8 +60,8 @@ static void groups_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
                     const uint8_t *S = kp + (size_t)d * G * kb / 8, *O = S + 2 * (size_t)d;
                     float beta = 0.0f;
                     for (int x = 0; x < d; x++) {
-                        a[x] = qr[x] * half_at(S, x);
-                        beta += qr[x] * half_at(O, x);
+                        a[x] = qr[x] * kvs_fp16_at(S, x);
+                        beta += qr[x] * kvs_fp16_at(O, x);
                     }
                     const float sa = kvs_round_i8(a, d, a8);
                     for (int t = 0; t < G; t++) {
@@ -112,8 +106,8 @@ static void groups_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
                     for (int jg = 0; jg < d / G; jg++) {
                         float off = 0.0f;
                         for (int t = 0; t < G; t++) {
-                            w[t] = s[t] * half_at(S, (size_t)jg * G + t);
-                            off += s[t] * half_at(O, (size_t)jg * G + t);
+                            w[t] = s[t] * kvs_fp16_at(S, (size_t)jg * G + t);
+                            off += s[t] * kvs_fp16_at(O, (size_t)jg * G + t);
                         }
                         const float sw = kvs_round_i8(w, G, w8);
                         for (int x = jg * G; x < (jg + 1) * G; x++) {

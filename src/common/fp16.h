@@ -3,6 +3,7 @@
  * rejects |x| > 65504 on append so that never happens to stored data. */
 #ifndef KVS_COMMON_FP16_H
 #define KVS_COMMON_FP16_H
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -44,5 +45,11 @@ static inline float kvs_fp16_to_fp32(uint16_t h) {
     }
     if (e == 31) return kvs_bits_f32(sign | 0x7f800000u | (m << 13));
     return kvs_bits_f32(sign | ((e + 112) << 23) | (m << 13));
+}
+/* Element i of an fp16 array that may be unaligned (metadata inside packed blocks). */
+static inline float kvs_fp16_at(const void *p, size_t i) {
+    uint16_t h;
+    memcpy(&h, (const uint8_t *)p + 2 * i, 2);
+    return kvs_fp16_to_fp32(h);
 }
 #endif

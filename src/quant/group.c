@@ -4,12 +4,6 @@
 #include "../common/fp16.h"
 #include "quant.h"
 
-static float half_at(const uint8_t *p, size_t i) {
-    uint16_t h;
-    memcpy(&h, p + 2 * i, 2);
-    return kvs_fp16_to_fp32(h);
-}
-
 /* per-token row types */
 static void quant_row(kvs_type t, const float *x, int d, uint8_t *row) {
     switch (t) {
@@ -29,7 +23,7 @@ static void dequant_row(kvs_type t, const uint8_t *row, int d, float *out) {
     switch (t) {
     case KVS_TYPE_FP32: memcpy(out, row, (size_t)d * 4); break;
     case KVS_TYPE_FP16:
-        for (int i = 0; i < d; i++) out[i] = half_at(row, (size_t)i);
+        for (int i = 0; i < d; i++) out[i] = kvs_fp16_at(row, (size_t)i);
         break;
     case KVS_TYPE_Q8_0: kvs_dequant_row_q8_0((const kvs_block_q8_0 *)row, out, d); break;
     default: kvs_dequant_row_q4_0((const kvs_block_q4_0 *)row, out, d); break;
@@ -60,20 +54,20 @@ void kvs_dequant_key(kvs_type t, const uint8_t *kp, int G, int d, int tok, float
     }
     const uint8_t *S = kp + (size_t)d * G * b / 8, *O = S + 2 * (size_t)d;
     for (int c = 0; c < d; c++)
-        out[c] = (float)kvs_get_code(kp, kvs_key_bit(b, G, c, tok), b) * half_at(S, (size_t)c) + half_at(O, (size_t)c);
+        out[c] = (float)kvs_get_code(kp, kvs_key_bit(b, G, c, tok), b) * kvs_fp16_at(S, (size_t)c) + kvs_fp16_at(O, (size_t)c);
 }
 
 void kvs_key_delta(kvs_type t, const uint8_t *kp, int G, int d, int tok, float *delta) {
     const int b = kvs_affine_bits(t);
     if (b) {
         const uint8_t *S = kp + (size_t)d * G * b / 8;
-        for (int c = 0; c < d; c++) delta[c] = half_at(S, (size_t)c);
+        for (int c = 0; c < d; c++) delta[c] = kvs_fp16_at(S, (size_t)c);
     } else if (t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0) {
         /* symmetric ggml blocks: the step is |d| of the token's block (d leads each block) */
         const uint8_t *row = kp + (size_t)tok * kvs_row_bytes(t, d);
         const size_t bb = t == KVS_TYPE_Q8_0 ? sizeof(kvs_block_q8_0) : sizeof(kvs_block_q4_0);
         for (int c = 0; c < d; c++) {
-            const float s = half_at(row + (size_t)(c / KVS_QK) * bb, 0);
+            const float s = kvs_fp16_at(row + (size_t)(c / KVS_QK) * bb, 0);
             delta[c] = s < 0 ? -s : s;
         }
     } else {
@@ -110,6 +104,6 @@ void kvs_dequant_value(kvs_type t, const uint8_t *vp, int G, int d, int tok, flo
     const uint8_t *S = vp + (size_t)G * d * b / 8, *O = S + 2 * (size_t)nj * G;
     for (int c = 0; c < d; c++) {
         const size_t m = (size_t)(c / G) * G + tok;
-        out[c] = (float)kvs_get_code(vp, kvs_val_bit(b, G, d, tok, c), b) * half_at(S, m) + half_at(O, m);
+        out[c] = (float)kvs_get_code(vp, kvs_val_bit(b, G, d, tok, c), b) * kvs_fp16_at(S, m) + kvs_fp16_at(O, m);
     }
 }
