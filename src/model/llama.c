@@ -208,12 +208,22 @@ static void matmul(const float *x, const float *W, float *y, int n, int in, int 
     }
 }
 
-/* RoPE on adjacent pairs (2i, 2i+1) of every head: angle pos * base^(-2i/head_dim). */
-static void rope(float *x, int n, int heads, int hd, int pos0, float base) {
+/* RoPE angles of the chunk, the same for every layer and for q and k: cs[i][p] = (cos, sin) of
+ * (pos0 + i) * base^(-2p/head_dim). */
+static void rope_table(float *cs, int n, int hd, int pos0, float base) {
     for (int i = 0; i < n; i++)
         for (int p = 0; p < hd / 2; p++) {
             const double theta = (double)(pos0 + i) * pow((double)base, -2.0 * p / hd);
-            const float c = (float)cos(theta), s = (float)sin(theta);
+            cs[((size_t)i * (hd / 2) + p) * 2] = (float)cos(theta);
+            cs[((size_t)i * (hd / 2) + p) * 2 + 1] = (float)sin(theta);
+        }
+}
+
+/* RoPE on adjacent pairs (2p, 2p+1) of every head. */
+static void rope(float *x, int n, int heads, int hd, const float *cs) {
+    for (int i = 0; i < n; i++)
+        for (int p = 0; p < hd / 2; p++) {
+            const float c = cs[((size_t)i * (hd / 2) + p) * 2], s = cs[((size_t)i * (hd / 2) + p) * 2 + 1];
             for (int h = 0; h < heads; h++) {
                 float *v = x + ((size_t)i * heads + h) * hd + 2 * p;
                 const float a = v[0], b = v[1];
@@ -238,21 +248,22 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
     const size_t KVD = (size_t)HKV * hd;
     float *x = malloc(sizeof(float) * n * D), *h = malloc(sizeof(float) * n * D), *q = malloc(sizeof(float) * n * D);
     float *k = malloc(sizeof(float) * n * KVD), *v = malloc(sizeof(float) * n * KVD), *att = malloc(sizeof(float) * n * D);
-    float *g = malloc(sizeof(float) * n * F), *u = malloc(sizeof(float) * n * F);
+    float *g = malloc(sizeof(float) * n * F), *u = malloc(sizeof(float) * n * F), *cs = malloc(sizeof(float) * n * hd);
     kvs_status s = KVS_OK;
-    if (!x || !h || !q || !k || !v || !att || !g || !u) {
+    if (!x || !h || !q || !k || !v || !att || !g || !u || !cs) {
         s = kvs_report(KVS_ERR_NOMEM, "forward: out of memory for %d tokens", n);
         goto done;
     }
     for (int i = 0; i < n; i++) memcpy(x + (size_t)i * D, m->tok_embd + (size_t)tokens[i] * D, sizeof(float) * D);
+    rope_table(cs, n, hd, pos0, hp->rope_base);
     for (int l = 0; l < hp->n_layer; l++) {
         const layer_w *w = &m->layers[l];
         rmsnorm(x, w->attn_norm, h, n, D, hp->rms_eps);
         matmul(h, w->wq, q, n, D, D);
         matmul(h, w->wk, k, n, D, (int)KVD);
         matmul(h, w->wv, v, n, D, (int)KVD);
-        rope(q, n, H, hd, pos0, hp->rope_base);
-        rope(k, n, HKV, hd, pos0, hp->rope_base);
+        rope(q, n, H, hd, cs);
+        rope(k, n, HKV, hd, cs);
         if ((s = kvs_attend(cache, l, n, q, k, v, att)) || (s = kvs_cache_append(cache, l, n, k, v))) goto done;
         matmul(att, w->wo, h, n, D, D);
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] += h[i];
@@ -269,6 +280,6 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
         matmul(h, m->output, logits, nl, D, V);
     }
 done:
-    free(x), free(h), free(q), free(k), free(v), free(att), free(g), free(u);
+    free(x), free(h), free(q), free(k), free(v), free(att), free(g), free(u), free(cs);
     return s;
 }
