@@ -103,7 +103,7 @@ typedef enum { KVS_JENSEN_OFF = 0, KVS_JENSEN_TAYLOR = 1, KVS_JENSEN_EXACT = 2 }
 /* Facts about a storage type (the traits table). */
 typedef struct {
     const char *name;   /* "int2", "q8_0", ... as in the config grammar */
-    int bits;           /* bits per code (32 for fp32, 8.5 rounds to 8 for q8_0: see block_* ) */
+    int bits;           /* bits per code, scales excluded (q8_0: 8; its 34-byte blocks give 8.5 per element) */
     int block;          /* ggml types: elements per block (32); others 1 */
     int block_bytes;    /* ggml types: bytes per block; fp: bytes per element; affine: 0 */
     int affine;         /* 1 for INT2/3/4/8: grouped codes with fp16 scale and offset */
