@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tools/kvslim/args.h"
 #include "../tools/kvslim/json.h"
 #include "bench.h"
 #include "kvslim.h"
@@ -99,36 +100,25 @@ static double time_step(kvs_cache *c, const float *q, const float *k1, const flo
 }
 
 int bench_attention_main(int argc, char **argv) {
-    int lens[8] = {1024, 4096, 16384, 65536}, nlens = 4, reps = 5, threads = 0, json = 0;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
-            nlens = 0;
-            for (char *p = strtok(argv[++i], ","); p && nlens < 8; p = strtok(NULL, ",")) {
-                lens[nlens] = atoi(p);
-                if (lens[nlens] < 1 || lens[nlens] > (1 << 22)) {
-                    fprintf(stderr, "bench: --tokens values must be in [1, 4194304]\n");
-                    return 2;
-                }
-                nlens++;
-            }
-        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
-            reps = atoi(argv[++i]);
-            if (reps < 1) reps = 1;
-        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            threads = atoi(argv[++i]);
-        } else if (!strcmp(argv[i], "--kernels") && i + 1 < argc) {
-            if (kvs_set_kernels(argv[++i]) != KVS_OK) {
-                fprintf(stderr, "bench: %s\n", kvs_last_error());
-                return 2;
-            }
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else {
-            fprintf(stderr, "usage: kvslim bench attention [--tokens 1024,4096,...] [--reps N] [--threads N] "
-                            "[--kernels auto|ref|avx2] [--json]\n");
-            return 2;
-        }
-    }
+    cli_ints tokens = {4, {1024, 4096, 16384, 65536}};
+    int reps = 5, threads = 0, json = 0;
+    const char *kernels = "auto";
+    const cli_opt opts[] = {
+        {"--tokens", "N,N,...", OPT_INTS, &tokens, 1, 1 << 22, "cache lengths"},
+        {"--reps", "N", OPT_INT, &reps, 1, 1000000, "timed steps per config and length (best is kept)"},
+        {"--threads", "N", OPT_INT, &threads, 0, 1024, "threads, 0 = all"},
+        {"--kernels", "NAME", OPT_STR, &kernels, 0, 0, "auto, ref or avx2"},
+        {"--json", NULL, OPT_FLAG, &json, 0, 0, "JSON on stdout instead of the table"},
+    };
+    const cli_cmd cmd = {"bench attention",
+                         "Single-query decode attention over a 30-layer SmolLM2-shaped cache for each config and\n"
+                         "length, against the read bandwidth measured in the same run (the roofline).",
+                         NULL, NULL, 0, opts, CLI_COUNT(opts)};
+    const int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_RUN) return rc;
+    if (kvs_set_kernels(kernels) != KVS_OK) return cli_usage_error("--kernels: %s", kvs_last_error());
+    const int *lens = tokens.v;
+    const int nlens = tokens.n;
     int maxlen = 0;
     for (int i = 0; i < nlens; i++) maxlen = lens[i] > maxlen ? lens[i] : maxlen;
     const kvs_config dc = kvs_config_default();

@@ -9,6 +9,7 @@
 #include <omp.h>
 #endif
 
+#include "../tools/kvslim/args.h"
 #include "bench.h"
 
 double bench_now(void) {
@@ -58,8 +59,11 @@ double bench_read_bandwidth(int threads, double seconds) {
 
 int bench_bandwidth_main(int argc, char **argv) {
     int threads = 0;
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+    const cli_opt opts[] = {{"--threads", "N", OPT_INT, &threads, 0, 1024, "threads, 0 = all"}};
+    const cli_cmd cmd = {"bench bandwidth", "Streaming read bandwidth of this machine (1 GiB, best pass within 1 s).",
+                         NULL, NULL, 0, opts, CLI_COUNT(opts)};
+    const int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_RUN) return rc;
     printf("read bandwidth: %.2f GB/s\n", bench_read_bandwidth(threads, 1.0) / 1e9);
     return 0;
 }

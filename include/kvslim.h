@@ -6,17 +6,26 @@
  *   kvs_config cfg = kvs_config_default();            shapes + compression method
  *   kvs_config_parse(&cfg, "oscar-int2,jensen=taylor"); optional: the same as one string
  *   kvs_cache_create(&cfg, &cache);                    allocates the fixed bookkeeping
- *   for each chunk of n tokens, for each layer l:
- *       kvs_attend(cache, l, n, q, k, v, out);         attention of the chunk's n queries over
- *                                                      [cached tokens | the chunk itself, causal]
+ *   for each chunk of n tokens (a prompt, or 1 when decoding), for each layer l:
+ *       kvs_attend(cache, l, n, q, k, v, out);         attention of the chunk's n queries
  *       kvs_cache_append(cache, l, n, k, v);            then the chunk joins the cache
  *   kvs_cache_free(cache);
  *
  * Layout of the cache, per (layer, KV head)
- *   [sinks: first S tokens, fp32] [quantized groups of G tokens] [window: newest >= W tokens, fp32]
- *   Appended tokens enter the window; whenever the window holds W + G tokens its oldest G tokens are
- *   compressed into one group. Groups are aligned to absolute positions (after the sinks), so the
- *   cache content never depends on how tokens were chunked. Committed groups are never re-quantized.
+ *   [sinks: first S tokens, fp32] [quantized groups of G tokens] [window: newest tokens, fp32]
+ *   Appended tokens enter the window. Keys quantized per channel (int2..int8) need G tokens: when
+ *   the window holds W + G tokens its oldest G are compressed into one group (so it holds W to
+ *   W + G - 1). Per-token key types (fp32, fp16, q8_0, q4_0) are compressed one at a time as soon
+ *   as the window holds W + 1, into the next row of the last group (W = 0: every token is stored
+ *   compressed at once, as llama.cpp does). Groups are aligned to absolute positions after the
+ *   sinks, so the cache never depends on how tokens were chunked; stored tokens are never
+ *   re-quantized.
+ *
+ * Decode-faithful attention
+ *   Query i of a chunk (position P = cached tokens + i) sees exactly what token-by-token decoding
+ *   would show it: the cache after P appends (the chunk's earlier tokens included, compressed if
+ *   they would have left the window by then) and its own token, at full precision (self=exact)
+ *   or as the cache will store it (self=cache). A chunk of n gives the bits of n single steps.
  *
  * Units and shapes (row-major, float32)
  *   keys/values of a chunk: [n][n_kv_heads][head_dim]; keys after RoPE, as the model produces them.
@@ -25,16 +34,19 @@
  *   bits per element = 8 * bytes / (tokens * n_layers * n_kv_heads * head_dim * 2).
  *
  * Config grammar (kvs_config_parse): comma-separated items, each `key=value` or a preset name.
- *   presets: fp32 fp16 q8_0 q4_0 kivi-int2 kivi-int4 int4 int2 oscar-int2 oscar-int4
+ *   presets: fp32 fp16 q8_0 q4_0 (llama.cpp's types: W = 0, self=cache), kivi-int2 kivi-int4
+ *            (G = 32, W = 128), oscar-int2 oscar-int4 (KIVI + rotate=hadamard, scale=token)
  *   keys:    k v (fp32|fp16|q8_0|q4_0|int2|int3|int4|int8)  group  window  sinks
  *            rotate (none|hadamard)  scale (none|token)  jensen (off|taylor|exact)  lambda
- *            layers heads kv_heads head_dim max_tokens threads tau
+ *            self (exact|cache)  layers heads kv_heads head_dim max_tokens threads tau
  *   Later items override earlier ones. Unknown keys and bad values are errors naming the offset.
+ *   The methods are documented in docs/methods/ (oscar.md, jensen.md, baselines.md).
  *
  * Threads: calls on one cache must not overlap; different caches are independent. kvs_attend uses
  * cfg.n_threads worker threads (0 = all cores) when built with OpenMP; results are bit-identical
  * for every thread count. The library never prints, never aborts and keeps no global state except
- * the kernel table (filled once) and the per-thread error message.
+ * the kernel table (chosen once, changed only by kvs_set_kernels) and the per-thread error message;
+ * memory comes from malloc or from the caller's kvs_allocator.
  */
 #ifndef KVSLIM_H
 #define KVSLIM_H
@@ -56,6 +68,13 @@ extern "C" {
 #define KVS_NODISCARD
 #endif
 
+/* On every function here: the shared library hides all else (CTest exported_symbols checks). */
+#if defined(__GNUC__) || defined(__clang__)
+#define KVS_API __attribute__((visibility("default")))
+#else
+#define KVS_API
+#endif
+
 /* Status codes: values are stable, new ones are only appended. */
 typedef enum {
     KVS_OK = 0,
@@ -72,12 +91,12 @@ typedef enum {
 } kvs_status;
 
 /* Text of a status code ("config error", ...). Never NULL. */
-const char *kvs_status_str(kvs_status s);
+KVS_API const char *kvs_status_str(kvs_status s);
 /* Detail of the last failed call on this thread ("unknown key 'grp' at offset 14"); "" if none. */
-const char *kvs_last_error(void);
+KVS_API const char *kvs_last_error(void);
 /* For code layered on kvslim (the model engine, tools): set this thread's message, printf-style,
  * and return s, so one kvs_last_error() serves the whole stack. */
-kvs_status kvs_report(kvs_status s, const char *fmt, ...)
+KVS_API kvs_status kvs_report(kvs_status s, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 2, 3)))
 #endif
@@ -99,6 +118,9 @@ typedef enum {
 typedef enum { KVS_ROTATE_NONE = 0, KVS_ROTATE_HADAMARD = 1 } kvs_rotate;
 typedef enum { KVS_SCALE_NONE = 0, KVS_SCALE_TOKEN = 1 } kvs_scale;
 typedef enum { KVS_JENSEN_OFF = 0, KVS_JENSEN_TAYLOR = 1, KVS_JENSEN_EXACT = 2 } kvs_jensen;
+/* How a query sees its own token: at full precision (kvslim's default), or as the cache stores it
+ * (llama.cpp and most engines store the token before attending). Differs only when the window is 0. */
+typedef enum { KVS_SELF_EXACT = 0, KVS_SELF_CACHE = 1 } kvs_self;
 
 /* Facts about a storage type (the traits table). */
 typedef struct {
@@ -108,7 +130,7 @@ typedef struct {
     int block_bytes;    /* ggml types: bytes per block; fp: bytes per element; affine: 0 */
     int affine;         /* 1 for INT2/3/4/8: grouped codes with fp16 scale and offset */
 } kvs_type_info;
-const kvs_type_info *kvs_type_get(kvs_type t); /* NULL for an out-of-range t */
+KVS_API const kvs_type_info *kvs_type_get(kvs_type t); /* NULL for an out-of-range t */
 
 /* The whole description of a cache. Create with kvs_config_default() so new fields get defaults. */
 typedef struct {
@@ -124,62 +146,78 @@ typedef struct {
     float lambda;        /* Jensen strength, default 1 */
     float tau;           /* softmax scale; 0 = 1/sqrt(head_dim) */
     int n_threads;       /* 0 = all available */
+    kvs_self self;       /* the query's own token: exact (default) or as stored */
 } kvs_config;
 
 /* Defaults: SmolLM2-135M shapes (30 layers, 9 heads, 3 KV heads, 64), 8192 tokens, fp32, G=32, W=0. */
-kvs_config kvs_config_default(void);
+KVS_API kvs_config kvs_config_default(void);
 /* Apply a config string on top of *cfg (see grammar above). On error *cfg is left unchanged.
  * @return KVS_OK or KVS_ERR_CONFIG (message names the item and its offset). */
-KVS_NODISCARD kvs_status kvs_config_parse(kvs_config *cfg, const char *text);
+KVS_API KVS_NODISCARD kvs_status kvs_config_parse(kvs_config *cfg, const char *text);
 /* Check a config for consistency. @return KVS_OK or KVS_ERR_CONFIG naming the field. */
-KVS_NODISCARD kvs_status kvs_config_validate(const kvs_config *cfg);
+KVS_API KVS_NODISCARD kvs_status kvs_config_validate(const kvs_config *cfg);
 /* Canonical string of the compression part (k, v, group, window, sinks, rotate, scale, jensen,
- * lambda), parseable back. Writes at most cap bytes incl. NUL. @return length needed (w/o NUL). */
-size_t kvs_config_format(const kvs_config *cfg, char *buf, size_t cap);
+ * lambda), parseable back. Writes at most cap bytes incl. NUL. @return length needed (w/o NUL).
+ * An enum field out of range is written "?" (e.g. "k=?"), which kvs_config_parse rejects; a NULL
+ * cfg writes "" and returns 0. */
+KVS_API size_t kvs_config_format(const kvs_config *cfg, char *buf, size_t cap);
 
 typedef struct kvs_cache kvs_cache; /* opaque */
 
 /* @return KVS_OK (and *out set), KVS_ERR_ARG, KVS_ERR_CONFIG or KVS_ERR_NOMEM. */
-KVS_NODISCARD kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out);
-void kvs_cache_free(kvs_cache *c); /* NULL is a no-op */
+KVS_API KVS_NODISCARD kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out);
+/* Where the cache's memory comes from (an engine's own pool, a counting allocator in tests).
+ * alloc returns `bytes` of memory aligned for any type, or NULL; free gets the same size back.
+ * Every byte kvs_cache_bytes counts goes through these two, the cache struct included. */
+typedef struct {
+    void *(*alloc)(void *user, size_t bytes);
+    void (*free)(void *user, void *p, size_t bytes);
+    void *user;
+} kvs_allocator;
+/* kvs_cache_create with an allocator (NULL: malloc/free). The allocator is copied; user must
+ * outlive the cache. @return as kvs_cache_create. */
+KVS_API KVS_NODISCARD kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *alloc,
+                                                      kvs_cache **out);
+KVS_API void kvs_cache_free(kvs_cache *c); /* NULL is a no-op */
 /* Forget all tokens, keep the allocation of fixed tables. */
-void kvs_cache_reset(kvs_cache *c);
-const kvs_config *kvs_cache_config(const kvs_cache *c);
+KVS_API void kvs_cache_reset(kvs_cache *c);
+KVS_API const kvs_config *kvs_cache_config(const kvs_cache *c);
 
 /* Append n tokens to `layer`. k, v: [n][n_kv_heads][head_dim]. Layers are independent (a model
  * appends the same tokens to each).
  * @return KVS_OK, KVS_ERR_ARG, KVS_ERR_NONFINITE, KVS_ERR_RANGE, KVS_ERR_CAPACITY, KVS_ERR_NOMEM.
  * On error nothing is appended. */
-KVS_NODISCARD kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k,
-                                          const float *v);
+KVS_API KVS_NODISCARD kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k,
+                                                  const float *v);
 
-/* Attention of n queries over the cache of `layer` followed by the chunk itself (k, v, positions
- * after the cached ones; query i sees chunk tokens 0..i). q, out: [n][n_heads][head_dim];
- * k, v: [n][n_kv_heads][head_dim], the chunk's own keys and values (n >= 1).
+/* Attention of n queries: the chunk's tokens take the positions after the cached ones, and query
+ * i sees the cache as decoding would have left it after chunk tokens 0..i-1 (see "Decode-faithful
+ * attention" above), plus its own token. q, out: [n][n_heads][head_dim]; k, v:
+ * [n][n_kv_heads][head_dim], the chunk's own keys and values (n >= 1), to be appended next.
  * Does not modify the cache. @return KVS_OK, KVS_ERR_ARG, KVS_ERR_NONFINITE, KVS_ERR_NOMEM. */
-KVS_NODISCARD kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q,
-                                    const float *k, const float *v, float *out);
+KVS_API KVS_NODISCARD kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q,
+                                            const float *k, const float *v, float *out);
 
 /* Tokens held by `layer` (sinks + groups + window). -1 for a bad argument. */
-int kvs_cache_tokens(const kvs_cache *c, int layer);
+KVS_API int kvs_cache_tokens(const kvs_cache *c, int layer);
 
 /* Memory, exact: payload bytes allocated by the cache right now (codes, scales, offsets, norms,
  * window and sink buffers, block tables). */
-size_t kvs_cache_bytes(const kvs_cache *c);
+KVS_API size_t kvs_cache_bytes(const kvs_cache *c);
 /* Bits per cached element: 8 * bytes / (tokens * layers * kv_heads * head_dim * 2); 0 if empty. */
-double kvs_cache_bits_per_element(const kvs_cache *c);
+KVS_API double kvs_cache_bits_per_element(const kvs_cache *c);
 /* Bytes the cache would hold after n_tokens appended to every layer, before creating it.
  * @return KVS_OK or KVS_ERR_CONFIG / KVS_ERR_ARG / KVS_ERR_NOMEM (overflow). */
-KVS_NODISCARD kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens,
-                                             size_t *bytes);
+KVS_API KVS_NODISCARD kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens,
+                                                     size_t *bytes);
 
 /* Kernel variant in use: "avx2" or "ref". kvs_set_kernels("ref") forces the scalar reference
  * (tests and benchmarks); "auto" restores the default: the best the CPU supports, or "ref" when
  * the environment variable KVS_KERNELS=ref is set. @return KVS_OK or KVS_ERR_ARG (unknown name,
  * or avx2 asked on a CPU without AVX2/FMA/F16C). Process-wide; not to be changed while another
  * thread is inside kvs_attend. */
-const char *kvs_kernels(void);
-KVS_NODISCARD kvs_status kvs_set_kernels(const char *name);
+KVS_API const char *kvs_kernels(void);
+KVS_API KVS_NODISCARD kvs_status kvs_set_kernels(const char *name);
 
 #ifdef __cplusplus
 }

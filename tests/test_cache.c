@@ -9,6 +9,31 @@ static const char *k_configs[] = {"fp32", "fp16", "q8_0", "q4_0", "kivi-int2", "
                                   "oscar-int4", "oscar-int2,sinks=4,window=64", "k=int3,v=int8,group=16,window=32",
                                   "k=q8_0,v=int2,rotate=hadamard,scale=token,group=64"};
 
+/* An allocator that counts what the cache holds (kvs_allocator): the truth kvs_cache_bytes must
+ * equal, including the sizes handed back on free. */
+typedef struct {
+    size_t live, calls;
+    int bad_free;
+} counter;
+
+static void *count_alloc(void *user, size_t n) {
+    counter *ct = user;
+    size_t *p = malloc(n + 16);
+    if (!p) return NULL;
+    p[0] = n;
+    ct->live += n;
+    ct->calls++;
+    return (char *)p + 16;
+}
+
+static void count_free(void *user, void *p, size_t n) {
+    counter *ct = user;
+    size_t *base = (size_t *)((char *)p - 16);
+    ct->bad_free += base[0] != n;
+    ct->live -= base[0];
+    free(base);
+}
+
 static void accounting(void) {
     rng_t r = {21};
     const int H = 3, d = 64;
@@ -20,9 +45,10 @@ static void accounting(void) {
         CHECK_OK(kvs_config_parse(&cfg, k_configs[ci]));
         cfg.n_layers = 2;
         cfg.max_tokens = 1000;
-        const size_t live0 = kvs__live_bytes();
+        counter ct = {0, 0, 0};
+        const kvs_allocator mem = {count_alloc, count_free, &ct};
         kvs_cache *c = NULL;
-        CHECK_OK(kvs_cache_create(&cfg, &c));
+        CHECK_OK(kvs_cache_create_with(&cfg, &mem, &c));
         if (!c) continue;
         int tokens = 0, bad = 0;
         while (tokens < 900) {
@@ -32,23 +58,24 @@ static void accounting(void) {
             tokens += n;
             size_t est = 0;
             CHECK_OK(kvs_cache_bytes_for(&cfg, tokens, &est));
-            if (kvs_cache_bytes(c) != kvs__live_bytes() - live0 || kvs_cache_bytes(c) != est) bad++;
+            if (kvs_cache_bytes(c) != ct.live || kvs_cache_bytes(c) != est) bad++;
             if (kvs_cache_tokens(c, 1) != tokens) bad++;
         }
         CHECK(bad == 0, "%s: reported bytes %zu, allocated %zu (%d mismatches)", k_configs[ci], kvs_cache_bytes(c),
-              kvs__live_bytes() - live0, bad);
+              ct.live, bad);
         size_t fixed = 0;
         CHECK_OK(kvs_cache_bytes_for(&cfg, 0, &fixed));
         kvs_cache_reset(c);
         CHECK(kvs_cache_tokens(c, 0) == 0 && kvs_cache_bytes(c) == fixed, "%s: reset", k_configs[ci]);
         kvs_cache_free(c);
-        CHECK(kvs__live_bytes() == live0, "%s: free leaves %zu bytes", k_configs[ci], kvs__live_bytes() - live0);
+        CHECK(ct.live == 0 && ct.bad_free == 0, "%s: free leaves %zu bytes, %d frees with a wrong size", k_configs[ci],
+              ct.live, ct.bad_free);
     }
     free(k);
     free(v);
 }
 
-/* Per token per layer bytes for Hkv=8, d=128 (oscar.md section 6 and what-users-ask.md). */
+/* Per token per layer bytes for Hkv=8, d=128 (docs/methods/oscar.md section 6). */
 static void formulas(void) {
     struct { const char *cfg; double bytes; } want[] = {
         {"oscar-int2", 772}, {"kivi-int2", 768}, {"q8_0", 2176}, {"q4_0", 1152}, {"fp16", 4096}, {"fp32", 8192},

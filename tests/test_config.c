@@ -45,7 +45,8 @@ int main(void) {
     expect_error("k=int2,,v=int2", "empty item at offset 7");
     expect_error("oscar-int7", "unknown preset");
     expect_error("group=12", "group=12");
-    expect_error("window=100", "window=100");
+    expect_error("kivi-int2,window=100", "window=100"); /* per-channel keys leave G at a time */
+    CHECK(kvs_config_parse(&c, "q4_0,window=100") == KVS_OK && c.window == 100, "per-token keys take any window");
     expect_error("head_dim=48,rotate=hadamard", "power-of-two");
     expect_error("heads=10,kv_heads=3", "heads=10");
     expect_error("head_dim=0", "bad value '0'");

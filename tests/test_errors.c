@@ -8,7 +8,31 @@ static void expect(kvs_status got, kvs_status want, const char *needle, const ch
     if (needle) CHECK(strstr(kvs_last_error(), needle) != NULL, "%s: message '%s' lacks '%s'", what, kvs_last_error(), needle);
 }
 
+/* A hand-filled config with enum values out of range: validation names the field; formatting
+ * writes "?" instead of reading past its name tables (ASan checks), and that text does not parse. */
+static void test_bad_enums(void) {
+    char buf[256];
+    kvs_config cfg = kvs_config_default();
+    cfg.k_type = (kvs_type)99;
+    cfg.rotate = (kvs_rotate)-3;
+    cfg.scale = (kvs_scale)7;
+    cfg.jensen = (kvs_jensen)1000;
+    expect(kvs_config_validate(&cfg), KVS_ERR_CONFIG, "k type 99", "validate bad k type");
+    size_t n = kvs_config_format(&cfg, buf, sizeof buf);
+    CHECK(n == strlen(buf) && strstr(buf, "k=?,v=fp32,") == buf && strstr(buf, ",rotate=?,scale=?,jensen=?,"),
+          "format of bad enums: '%s'", buf);
+    kvs_config back = kvs_config_default();
+    expect(kvs_config_parse(&back, buf), KVS_ERR_CONFIG, "'?' for key 'k'", "formatted bad enums parse back");
+    cfg = kvs_config_default();
+    cfg.v_type = KVS_TYPE_COUNT;
+    n = kvs_config_format(&cfg, buf, sizeof buf);
+    CHECK(strstr(buf, ",v=?,") != NULL, "format of v_type = KVS_TYPE_COUNT: '%s'", buf);
+    CHECK(kvs_config_format(NULL, buf, sizeof buf) == 0 && buf[0] == 0, "format of NULL config");
+    CHECK(kvs_type_get((kvs_type)99) == NULL && kvs_type_get((kvs_type)-1) == NULL, "traits of bad types");
+}
+
 int main(void) {
+    test_bad_enums();
     kvs_config cfg = kvs_config_default();
     kvs_cache *c = NULL;
     expect(kvs_cache_create(NULL, &c), KVS_ERR_ARG, NULL, "create NULL cfg");

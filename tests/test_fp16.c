@@ -1,11 +1,11 @@
 /* fp16 conversion: exhaustive round trip and agreement with the F16C instruction (RNE). */
-#include <immintrin.h>
 #include <string.h>
 
 #include "common/fp16.h"
 #include "test_util.h"
 
 #if defined(__x86_64__)
+#include <immintrin.h>
 __attribute__((target("f16c"))) static uint16_t hw_to_half(float f) { return (uint16_t)_cvtss_sh(f, 0); }
 static int has_f16c(void) { return __builtin_cpu_supports("avx"); }
 #endif

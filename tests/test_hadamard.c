@@ -1,4 +1,4 @@
-/* Walsh-Hadamard rotation (oscar.md oracle 1): dense equality, orthogonality, involution,
+/* Walsh-Hadamard rotation (docs/methods/oscar.md oracle 1): dense equality, orthogonality, involution,
  * norms and dot products preserved. */
 #include <string.h>
 

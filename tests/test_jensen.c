@@ -1,4 +1,4 @@
-/* Jensen bias correction (jensen-correction.md oracles 1-4, 6, 9, 10). */
+/* Jensen bias correction (docs/methods/jensen.md oracles 1-4, 10; 6 and 9 are in test_attend.c). */
 #include <string.h>
 
 #include "methods/methods.h"

@@ -47,7 +47,7 @@ static void test_packing(void) {
     CHECK(p1[0] == (1 | 2 << 2 | 3 << 4), "int2 layout byte = 0x%02x", p1[0]);
 }
 
-/* Oracle 3 of oscar.md: |x - x^| <= (D/2)(1+1e-5) + 1e-6 max(|lo|,|hi|) + fp16 metadata terms */
+/* Oracle 3 of docs/methods/oscar.md: |x - x^| <= (D/2)(1+1e-5) + 1e-6 max(|lo|,|hi|) + fp16 metadata terms */
 static void test_bound(void) {
     rng_t r = {2};
     float x[64];

@@ -60,7 +60,7 @@ static void write_model(const char *path) {
     gb_kv_u32(&b, "llama.feed_forward_length", FF);
     gb_kv_u32(&b, "llama.attention.head_count", NH);
     gb_kv_u32(&b, "llama.attention.head_count_kv", NKV);
-    gb_kv_u32(&b, "llama.context_length", 256);
+    gb_kv_u32(&b, "llama.context_length", 512);
     gb_kv_f32(&b, "llama.attention.layer_norm_rms_epsilon", k_eps);
     gb_kv_f32(&b, "llama.rope.freq_base", k_base);
     uint64_t off = 0;
@@ -217,6 +217,39 @@ int main(void) {
         CHECK(isfinite(ratio) && ratio > 0.5 && ratio < 2.0 && ap.kl >= -1e-6, "%s: PPL ratio %g, KL %g", presets[i], ratio, ap.kl);
         kvs_cache_free(pcache);
     }
+    /* decode-faithful: with batch-invariant weight products, every preset gives the same bits fed
+     * 13 tokens at a time as fed one at a time, over a sequence long enough for the presets'
+     * windows (128) to fill and flush */
+    enum { TL = 320 };
+    static int32_t longtok[TL];
+    static float la[(TL / 2 - 1) * V], lb[(TL / 2 - 1) * V];
+    for (int t = 0; t < TL; t++) longtok[t] = (int32_t)(rng_u64(&r) % V);
+    const char *faithful[] = {"fp32", "fp16", "q8_0", "q4_0", "q4_0,rotate=hadamard", "kivi-int4", "kivi-int2", "oscar-int4",
+                              "oscar-int2", "oscar-int2,jensen=taylor", "oscar-int2,jensen=exact,sinks=4",
+                              "k=q8_0,v=int4,window=40,sinks=3", "k=int3,v=q4_0,group=16,window=16,rotate=hadamard"};
+    kvs_llama_set_batch_invariant(m, 1);
+    int unfaithful = 0;
+    for (size_t i = 0; i < sizeof faithful / sizeof *faithful; i++) {
+        kvs_config pc = kvs_llama_cache_config(m, TL);
+        kvs_cache *pcache = NULL;
+        CHECK_OK(kvs_config_parse(&pc, faithful[i]));
+        CHECK_OK(kvs_cache_create(&pc, &pcache));
+        kvs_ppl_acc x = {0, 0, 0, 0}, y = {0, 0, 0, 0};
+        if (pcache) {
+            CHECK_OK(kvs_ppl_chunk(m, pcache, longtok, TL, 13, -1, la, NULL, &x));
+            CHECK_OK(kvs_ppl_chunk(m, pcache, longtok, TL, 1, -1, lb, NULL, &y));
+        }
+        if (memcmp(la, lb, sizeof la) != 0 || x.nll != y.nll) {
+            unfaithful++;
+            fprintf(stderr, "  %s: batch 13 and batch 1 differ (max |log p diff| %g)\n", faithful[i],
+                    max_abs_diff(la, lb, sizeof la / sizeof *la, NULL));
+        }
+        kvs_cache_free(pcache);
+    }
+    kvs_llama_set_batch_invariant(m, 0);
+    printf("tiny model: %zu configs, batch 13 vs batch 1 bit-identical in %zu\n", sizeof faithful / sizeof *faithful,
+           sizeof faithful / sizeof *faithful - (size_t)unfaithful);
+    CHECK(unfaithful == 0, "%d configs are not decode-faithful", unfaithful);
     /* forward argument checks */
     int32_t bad_tok = V + 3;
     kvs_config bc = kvs_llama_cache_config(m, 8);

@@ -11,10 +11,6 @@
 /* Named tolerances (relative to the output scale unless said otherwise). */
 #define KVS_TOL_FP32 2e-5         /* fp32 cache vs double reference */
 #define KVS_TOL_REF_VS_SIMD 2e-4  /* AVX2 kernel vs scalar reference: summation order, exp poly */
-/* Paired INT2/INT4 values round their probability weights to int8 per tile: a probability that
- * differs in its last bit (another exp, another running max) can round to the neighbouring
- * integer, moving an output by up to (largest weight of the tile / 127) * value step. */
-#define KVS_TOL_INT8_WEIGHTS 2e-3
 
 static int g_fail = 0, g_pass = 0;
 

@@ -19,12 +19,11 @@ static kvs_status check_finite(const float *x, size_t n, const char *what) {
     return KVS_OK;
 }
 
-/* Groups per work item: a function of the token count only (never of the thread count), so
- * the merge order and therefore the result bits are the same for any number of threads. */
-static int groups_per_item(int G, int n) {
-    int per = 4096 / G / (n > 0 ? n : 1);
-    return per > 0 ? per : 1;
-}
+/* Groups per work item, fixed in absolute group indices (never a function of the thread count or
+ * the chunk length), so the merge order and the result bits are the same however the work is cut;
+ * queries are split into blocks so that a chunk still spreads over the threads. */
+enum { QUERY_BLOCK = 16 };
+static int groups_per_item(int G) { return 4096 / G > 0 ? 4096 / G : 1; }
 
 kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v,
                       float *out) {
@@ -40,14 +39,17 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
     if (st) return st;
 
     const kvs_config *cfg = &c->cfg;
-    const int ngroups = c->layers[layer].n_groups;
-    const int per = groups_per_item(c->G, n);
+    kvs_view view;
+    if ((st = kvs__view_build(c, layer, n, k, v, &view))) return st;
+    const int ngroups = view.n_groups;
+    const int per = groups_per_item(c->G);
     const int nsplit = (ngroups + per - 1) / per;
-    const int items_per_head = 1 + nsplit, n_items = H * items_per_head;
-    const size_t part = (size_t)n * g * (2 + (size_t)d); /* floats per item */
+    const int items_per_head = 1 + nsplit, nqb = (n + QUERY_BLOCK - 1) / QUERY_BLOCK;
+    const int n_items = H * items_per_head * nqb;
+    const size_t part = (size_t)n * g * (2 + (size_t)d); /* floats per (KV head, item) */
 
     float *qr = NULL, *w = NULL;
-    float *parts = malloc((size_t)n_items * part * sizeof(float));
+    float *parts = malloc((size_t)H * items_per_head * part * sizeof(float));
     int ok = parts != NULL;
     if (ok && cfg->rotate == KVS_ROTATE_HADAMARD) {
         ok = (qr = malloc(nq * sizeof(float))) != NULL;
@@ -63,6 +65,7 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
     if (!ok) {
         free(parts);
         free(qr);
+        kvs__view_free(&view);
         return kvs_report(KVS_ERR_NOMEM, "attend: out of memory for %d queries", n);
     }
     const kvs_kernel_table *kt = kvs__kernels();
@@ -73,9 +76,10 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
 #endif
     for (int it = 0; it < n_items; it++) {
-        const int h = it / items_per_head, s = it % items_per_head;
-        kvs_attn_job j = {c, layer, h, n, q, qr ? qr : q, w, k, v};
-        float *base = parts + (size_t)it * part;
+        const int qb = it % nqb, s = it / nqb % items_per_head, h = it / nqb / items_per_head;
+        const int i0 = qb * QUERY_BLOCK, i1 = i0 + QUERY_BLOCK < n ? i0 + QUERY_BLOCK : n;
+        kvs_attn_job j = {c, &view, layer, h, i0, i1, q, qr ? qr : q, w, k, v, view.blk + (size_t)h * ngroups};
+        float *base = parts + (size_t)(h * items_per_head + s) * part;
         kvs_partial p = {base, base + (size_t)n * g, base + (size_t)n * g * 2};
         if (s == 0) {
             kt->fp(&j, &p);
@@ -117,5 +121,6 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
     free(parts);
     free(qr);
     free(w);
+    kvs__view_free(&view);
     return KVS_OK;
 }

@@ -389,31 +389,40 @@ static void value_acc(const uint8_t *vp, size_t vrow, int b, int perm, int G, in
 
 /* ---- paired INT2/INT4 layouts: integer multiply-add on codes (formats.h "paired") ----------- */
 
-/* Round a[n] (n multiple of 8) to int8 exactly as kvs_round_i8 does; returns the scale. */
-static inline __attribute__((always_inline)) float round_i8(const float *a, int n, int8_t *q) {
+/* Round a[n] (n multiple of 8) to int8 exactly as kvs_round_i8 does; returns the scale, and in
+ * *res the rounding residual sum_i (a_i - scale * q_i), which the caller adds back at the middle
+ * code (docs/kernels.md: the rounding then errs only with the code's distance from the middle). */
+static inline __attribute__((always_inline)) float round_i8(const float *a, int n, int8_t *q, float *res) {
     __m256 mx = _mm256_setzero_ps();
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int x = 0; x < n; x += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(a + x)));
     const float amax = hmax(mx);
     if (amax == 0.0f) {
         memset(q, 0, (size_t)n);
+        *res = 0.0f;
         return 0.0f;
     }
-    const __m256 inv = _mm256_set1_ps(127.0f / amax);
+    const __m256 inv = _mm256_set1_ps(127.0f / amax), scale = _mm256_set1_ps(amax / 127.0f);
+    __m256 r = _mm256_setzero_ps();
     int x = 0;
     for (; x + 32 <= n; x += 32) { /* 32 at a time: two packs and one lane fix-up per 32 values */
-        const __m256i v0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x), inv)); /* rint (MXCSR) */
-        const __m256i v1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x + 8), inv));
-        const __m256i v2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x + 16), inv));
-        const __m256i v3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x + 24), inv));
-        const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
+        __m256i v[4];
+        for (int u = 0; u < 4; u++) {
+            const __m256 av = _mm256_loadu_ps(a + x + 8 * u);
+            v[u] = _mm256_cvtps_epi32(_mm256_mul_ps(av, inv)); /* rint (MXCSR) */
+            r = _mm256_add_ps(r, _mm256_fnmadd_ps(scale, _mm256_cvtepi32_ps(v[u]), av));
+        }
+        const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
         _mm256_storeu_si256((__m256i *)(q + x), _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
     }
     for (; x < n; x += 8) {
-        const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + x), inv));
+        const __m256 av = _mm256_loadu_ps(a + x);
+        const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(av, inv));
+        r = _mm256_add_ps(r, _mm256_fnmadd_ps(scale, _mm256_cvtepi32_ps(v), av));
         const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         _mm_storel_epi64((__m128i *)(q + x), _mm_packs_epi16(w, w));
     }
+    *res = hsum(r);
     return amax / 127.0f;
 }
 
@@ -546,18 +555,17 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
                                                               const int GC, const int DC) {
     const struct kvs_cache *c = j->c;
     const kvs_config *cfg = &c->cfg;
-    const int d = DC ? DC : c->d, g = c->g, G = GC ? GC : c->G, n = j->n;
+    const int d = DC ? DC : c->d, g = c->g, G = GC ? GC : c->G;
     const kvs_type kt = cfg->k_type, vt = cfg->v_type;
     const int kb = kvs_affine_bits(kt), vb = kvs_affine_bits(vt);
     const int kperm = kb && perm_mode(kb, G), vperm = vb && perm_mode(vb, d);
     const int kpair = kb && kvs_key_paired(kb, G), vpair = vb && kvs_val_paired(vb, G, d);
+    const float mid_k = 0.5f * (float)((1 << kb) - 1), mid_v = 0.5f * (float)((1 << vb) - 1); /* middle codes */
     const size_t krow = kvs_row_bytes(kt, d), vrow = vb ? (size_t)d * vb / 8 : kvs_row_bytes(vt, d);
     const int nj = d / G > 0 ? d / G : 1;
     const int ggml_k = kt == KVS_TYPE_Q8_0 || kt == KVS_TYPE_Q4_0;
     const float tau = c->tau;
     const int jensen = cfg->jensen;
-    const float *const *norms = cfg->scale == KVS_SCALE_TOKEN ? (const float *const *)c->layers[j->layer].norm : NULL;
-    const kvs_stream *st = kvs_stream_at(c, j->layer, j->kvh);
 
     /* scratch: scores [g][G], folded query a [g][d], steps [d], value weights [g][nj][G],
      * value offsets [g][nj] */
@@ -578,23 +586,21 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
     float *swv = wo + (size_t)g * nj; /* [g][nj] scales of the int8 value weights */
     int8_t *a8 = i8, *w8 = i8 + (size_t)g * d;
 
-    for (int x = 0; x < n * g; x++) {
-        p->m[x] = -INFINITY;
-        p->l[x] = 0.0f;
-    }
-    memset(p->acc, 0, (size_t)n * g * d * sizeof(float));
+    kvs_partial_init(j, p);
 
     for (int grp = g0; grp < g1; grp++) {
-        const uint8_t *kp = st->blk[grp], *vp = kp + c->kbytes;
-        const float *nrm = norms ? norms[grp] : NULL;
+        const uint8_t *kp = j->blk[grp], *vp = kp + c->kbytes;
+        const float *nrm = kvs_job_norm(j, grp);
         if (grp + 2 < g1) { /* two groups ahead: one group's work is shorter than a DRAM miss chain */
-            prefetch_block(st->blk[grp + 2], c->kbytes + c->vbytes < 4096 ? c->kbytes + c->vbytes : 0);
-            if (norms) _mm_prefetch((const char *)norms[grp + 2], _MM_HINT_T0);
+            prefetch_block(j->blk[grp + 2], c->kbytes + c->vbytes < 4096 ? c->kbytes + c->vbytes : 0);
+            if (nrm) _mm_prefetch((const char *)kvs_job_norm(j, grp + 2), _MM_HINT_T0);
         }
         const uint16_t *Sk = kb ? (const uint16_t *)(kp + (size_t)d * G * kb / 8) : NULL, *Ok = Sk ? Sk + d : NULL;
         if (kb && jensen == KVS_JENSEN_EXACT)
             for (int x = 0; x < d; x += 8) _mm256_storeu_ps(dl + x, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + x))));
-        for (int i = 0; i < n; i++) {
+        for (int i = j->i0; i < j->i1; i++) {
+            const int vis = kvs_job_group_tokens(j, i, grp); /* < G only in a partial last group */
+            if (vis <= 0) continue;
             for (int h = 0; h < g; h++) qh[h] = kvs_job_q(j, j->qr, i, h);
             /* scores of the G tokens for the g heads */
             if (kb) {
@@ -615,7 +621,11 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
                 }
                 if (kpair) { /* s = scale_a * sum a8 * code, integer multiply-add on the codes */
                     float sa[256];
-                    for (int h = 0; h < g; h++) sa[h] = round_i8(A + (size_t)h * d, d, a8 + (size_t)h * d);
+                    for (int h = 0; h < g; h++) {
+                        float res;
+                        sa[h] = round_i8(A + (size_t)h * d, d, a8 + (size_t)h * d, &res);
+                        beta[h] += mid_k * res;
+                    }
                     memset(isum, 0, (size_t)g * G * sizeof(int32_t));
                     for (int h0 = 0; h0 < g; h0 += 4) {
                         const int hb = g - h0 < 4 ? g - h0 : 4;
@@ -648,9 +658,9 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
                 }
             } else {
                 row_dots(kt, kp, krow, G, d, g, qh, S);
-                for (int t = 0; t < G; t++) {
+                for (int t = 0; t < vis; t++) {
                     const float nt = nrm ? nrm[t] : 1.0f;
-                    if (jensen && ggml_k) kvs__group_key_delta(c, j->layer, j->kvh, grp, t, dl);
+                    if (jensen && ggml_k) kvs__block_key_delta(c, kp, t, dl);
                     for (int h = 0; h < g; h++) {
                         float s = tau * nt * S[(size_t)h * G + t];
                         if (jensen == KVS_JENSEN_TAYLOR && ggml_k) {
@@ -665,6 +675,9 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
                     }
                 }
             }
+            /* tokens this query does not see yet get no weight (their rows are zero, never NaN) */
+            for (int h = 0; h < g; h++)
+                for (int t = vis; t < G; t++) S[(size_t)h * G + t] = -INFINITY;
             /* softmax and values */
             for (int h = 0; h < g; h++) {
                 const size_t o = (size_t)i * g + h;
@@ -686,7 +699,11 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
                             oacc = _mm256_fmadd_ps(pv, ov, oacc);
                         }
                         wo[(size_t)h * nj + jg] = hsum(oacc);
-                        if (vpair) swv[(size_t)h * nj + jg] = round_i8(wr, G, w8 + ((size_t)h * nj + jg) * G);
+                        if (vpair) {
+                            float res;
+                            swv[(size_t)h * nj + jg] = round_i8(wr, G, w8 + ((size_t)h * nj + jg) * G, &res);
+                            wo[(size_t)h * nj + jg] += mid_v * res;
+                        }
                     }
                 for (int h0 = 0; h0 < g; h0 += 3) {
                     const int hb = g - h0 < 3 ? g - h0 : 3;
@@ -723,45 +740,61 @@ static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
 
 enum { FP_TILE = 64 };
 
-static void fp_rows(const float *q, int d, float tau, const float *k, size_t kstride, const float *v,
-                    size_t vstride, int nt, float *m, float *l, float *acc, float *s) {
-    for (int t0 = 0; t0 < nt; t0 += FP_TILE) {
-        const int cnt = nt - t0 < FP_TILE ? nt - t0 : FP_TILE;
-        for (int t = 0; t < cnt; t++) {
-            const float *kr = k + (size_t)(t0 + t) * kstride;
-            __m256 a = _mm256_setzero_ps();
-            for (int c = 0; c < d; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(kr + c), a);
-            s[t] = tau * hsum(a);
-        }
-        softmax_tile(s, cnt, m, l, acc, d);
-        for (int t = 0; t < cnt; t++) {
-            const float *vr = v + (size_t)(t0 + t) * vstride;
-            const __m256 pv = _mm256_set1_ps(s[t]);
-            for (int c = 0; c < d; c += 8)
-                _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + c), _mm256_loadu_ps(acc + c)));
-        }
+/* One tile of cnt <= FP_TILE fp32 rows for one query head. */
+static void fp_tile(const float *q, int d, float tau, const float *const *kr, const float *const *vr, int cnt, float *m,
+                    float *l, float *acc, float *s) {
+    for (int t = 0; t < cnt; t++) {
+        __m256 a = _mm256_setzero_ps();
+        for (int c = 0; c < d; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(kr[t] + c), a);
+        s[t] = tau * hsum(a);
+    }
+    softmax_tile(s, cnt, m, l, acc, d);
+    for (int t = 0; t < cnt; t++) {
+        const __m256 pv = _mm256_set1_ps(s[t]);
+        for (int c = 0; c < d; c += 8)
+            _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr[t] + c), _mm256_loadu_ps(acc + c)));
     }
 }
 
+/* A tile of rows for the g query heads of query i. */
+static void fp_heads(const kvs_attn_job *j, kvs_partial *p, int i, const float *const *kr, const float *const *vr,
+                     int cnt, float *s) {
+    const int d = j->c->d, g = j->c->g;
+    for (int h = 0; h < g; h++) {
+        const size_t o = (size_t)i * g + h;
+        fp_tile(kvs_job_q(j, j->q, i, h), d, j->c->tau, kr, vr, cnt, &p->m[o], &p->l[o], p->acc + o * d, s);
+    }
+}
+
+/* Tiles are cut from the query's row sequence as a whole, not per run: the runs of a query in a
+ * chunk (window, chunk) and in token-by-token decoding (window, itself) differ, the sequence does
+ * not, so both give the same bits. */
 static void fp_avx2(const kvs_attn_job *j, kvs_partial *p) {
     const struct kvs_cache *c = j->c;
     const int d = c->d, g = c->g;
-    const kvs_layer *ly = &c->layers[j->layer];
-    const kvs_stream *st = kvs_stream_at(c, j->layer, j->kvh);
-    const size_t cs = (size_t)c->n_kv * d;
+    const float *kr[FP_TILE], *vr[FP_TILE];
     float s[FP_TILE];
-    for (int i = 0; i < j->n; i++)
+    kvs_rows rows[5];
+    for (int i = j->i0; i < j->i1; i++) {
         for (int h = 0; h < g; h++) {
             const size_t o = (size_t)i * g + h;
-            const float *q = kvs_job_q(j, j->q, i, h);
-            float *acc = p->acc + o * d;
             p->m[o] = -INFINITY;
             p->l[o] = 0.0f;
-            memset(acc, 0, (size_t)d * sizeof(float));
-            fp_rows(q, d, c->tau, st->sink_k, d, st->sink_v, d, ly->n_sink, &p->m[o], &p->l[o], acc, s);
-            fp_rows(q, d, c->tau, st->win_k, d, st->win_v, d, ly->n_win, &p->m[o], &p->l[o], acc, s);
-            fp_rows(q, d, c->tau, kvs_job_kv(j, j->k, 0), cs, kvs_job_kv(j, j->v, 0), cs, i + 1, &p->m[o], &p->l[o], acc, s);
+            memset(p->acc + o * d, 0, (size_t)d * sizeof(float));
         }
+        const int nr = kvs__view_rows(c, j->view, j->layer, j->kvh, j->k, j->v, i, rows);
+        int cnt = 0;
+        for (int r = 0; r < nr; r++)
+            for (int t = 0; t < rows[r].n; t++) {
+                kr[cnt] = rows[r].k + (size_t)t * rows[r].stride;
+                vr[cnt] = rows[r].v + (size_t)t * rows[r].stride;
+                if (++cnt == FP_TILE) {
+                    fp_heads(j, p, i, kr, vr, cnt, s);
+                    cnt = 0;
+                }
+            }
+        if (cnt) fp_heads(j, p, i, kr, vr, cnt, s);
+    }
 }
 
 const kvs_kernel_table kvs_kernels_avx2 = {"avx2", groups_avx2, fp_avx2};

@@ -3,7 +3,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "../common/fp16.h"
 #include "../methods/methods.h"
 #include "../quant/quant.h"
 #include "attn.h"
@@ -27,124 +26,98 @@ static float dot(const float *a, const float *b, int d) {
     return s;
 }
 
-/* The groups contract, one group (G tokens) at a time:
- *   keys:   s_t = tau * qr . k^_t - b_t (Jensen), k^_t the dequantized key times its norm; for the
- *           paired INT2/INT4 key layout the folded query a_c = qr_c * S_c is first rounded to int8
- *           (kvs_round_i8) and s_t = tau * n_t * (scale_a * sum_c a8_c code_ct + qr . O) - b_t;
- *   softmax over the tile, online across tiles;
- *   values: acc += sum_t p_t v^_t; for the paired value layout the weights w_t = p_t * S_tj of
- *           each channel group j are rounded to int8 too: acc_c += scale_w * sum_t w8_t code_tc
- *           + sum_t p_t O_tj. */
+void kvs__ref_jensen(const kvs_attn_job *j, int i, int hh, const uint8_t *blk, const float *norm, int nt, float *s) {
+    const struct kvs_cache *c = j->c;
+    const kvs_config *cfg = &c->cfg;
+    const int d = c->d;
+    float delta[1024];
+    if (cfg->jensen == KVS_JENSEN_OFF) return;
+    const float *qr = kvs_job_q(j, j->qr, i, hh);
+    for (int t = 0; t < nt; t++) {
+        const float n = norm ? norm[t] : 1.0f;
+        kvs__block_key_delta(c, blk, t, delta);
+        if (cfg->jensen == KVS_JENSEN_TAYLOR) {
+            const float *wj = kvs_job_q(j, j->w, i, hh);
+            float b = 0.0f;
+            for (int x = 0; x < d; x++) b += wj[x] * delta[x] * delta[x];
+            s[t] -= n * n * b;
+        } else {
+            s[t] -= kvs_jensen_exact(qr, delta, d, c->tau, n, cfg->lambda);
+        }
+    }
+}
+
+void kvs__ref_softmax_tile(float *s, int nt, float *m, float *l, float *acc, int d) {
+    float mt = s[0];
+    for (int t = 1; t < nt; t++) mt = s[t] > mt ? s[t] : mt;
+    if (mt > *m) {
+        const float r = expf(*m - mt); /* 0 while m = -inf */
+        *l *= r;
+        for (int x = 0; x < d; x++) acc[x] *= r;
+        *m = mt;
+    }
+    for (int t = 0; t < nt; t++) {
+        s[t] = expf(s[t] - *m);
+        *l += s[t];
+    }
+}
+
+/* The groups contract, one group (G tokens) at a time, in the stored basis:
+ *   s_t = tau * qr . k^_t - b_t, k^_t the dequantized key times its OScaR norm n_t, b_t the
+ *         Jensen term (taylor: n_t^2 sum_c w_c delta_c^2; exact: lambda sum_c ln sinhc(a_c));
+ *   softmax over the tile's visible tokens, online across tiles;
+ *   acc += sum_t p_t v^_t, v^_t the dequantized value.
+ * Everything in float, nothing rounded to integers: the fast kernels are judged against this. */
 static void groups_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     const struct kvs_cache *c = j->c;
-    const int d = c->d, g = c->g, G = c->G;
-    const kvs_config *cfg = &c->cfg;
-    const int kb = kvs_affine_bits(cfg->k_type), vb = kvs_affine_bits(cfg->v_type);
-    const int kpair = kb && kvs_key_paired(kb, G), vpair = vb && kvs_val_paired(vb, G, d);
-    float kd[1024], vd[1024], delta[1024], a[1024], s[256], w[256];
-    int8_t a8[1024], w8[256];
-    for (int x = 0; x < j->n * g; x++) {
-        p->m[x] = -INFINITY;
-        p->l[x] = 0.0f;
-    }
-    memset(p->acc, 0, (size_t)j->n * g * d * sizeof(float));
+    const int d = c->d, g = c->g;
+    float kd[1024], vd[1024], s[256];
+    kvs_partial_init(j, p);
     for (int grp = g0; grp < g1; grp++) {
-        const uint8_t *kp = kvs_stream_at(c, j->layer, j->kvh)->blk[grp], *vp = kp + c->kbytes;
-        const float *norm = cfg->scale == KVS_SCALE_TOKEN ? c->layers[j->layer].norm[grp] : NULL;
-        for (int i = 0; i < j->n; i++)
+        const uint8_t *blk = j->blk[grp];
+        const float *norm = kvs_job_norm(j, grp);
+        for (int i = j->i0; i < j->i1; i++) {
+            const int nt = kvs_job_group_tokens(j, i, grp);
+            if (nt <= 0) continue;
             for (int hh = 0; hh < g; hh++) {
                 const float *qr = kvs_job_q(j, j->qr, i, hh);
                 const size_t o = (size_t)i * g + hh;
                 float *acc = p->acc + o * d;
-                if (kpair) {
-                    const uint8_t *S = kp + (size_t)d * G * kb / 8, *O = S + 2 * (size_t)d;
-                    float beta = 0.0f;
-                    for (int x = 0; x < d; x++) {
-                        a[x] = qr[x] * kvs_fp16_at(S, x);
-                        beta += qr[x] * kvs_fp16_at(O, x);
-                    }
-                    const float sa = kvs_round_i8(a, d, a8);
-                    for (int t = 0; t < G; t++) {
-                        int32_t isum = 0;
-                        for (int x = 0; x < d; x++) isum += a8[x] * (int32_t)kvs_get_code(kp, kvs_key_bit(kb, G, x, t), kb);
-                        s[t] = c->tau * (norm ? norm[t] : 1.0f) * (sa * (float)isum + beta);
-                    }
-                } else {
-                    for (int t = 0; t < G; t++) {
-                        kvs__group_key(c, j->layer, j->kvh, grp, t, kd);
-                        s[t] = c->tau * dot(qr, kd, d);
-                    }
+                for (int t = 0; t < nt; t++) {
+                    kvs__block_key(c, blk, norm, t, kd);
+                    s[t] = c->tau * dot(qr, kd, d);
                 }
-                if (cfg->jensen != KVS_JENSEN_OFF)
-                    for (int t = 0; t < G; t++) {
-                        const float n = norm ? norm[t] : 1.0f;
-                        kvs__group_key_delta(c, j->layer, j->kvh, grp, t, delta);
-                        if (cfg->jensen == KVS_JENSEN_TAYLOR) {
-                            const float *wj = kvs_job_q(j, j->w, i, hh);
-                            float b = 0.0f;
-                            for (int x = 0; x < d; x++) b += wj[x] * delta[x] * delta[x];
-                            s[t] -= n * n * b;
-                        } else {
-                            s[t] -= kvs_jensen_exact(qr, delta, d, c->tau, n, cfg->lambda);
-                        }
-                    }
-                /* softmax over the tile */
-                float mt = s[0];
-                for (int t = 1; t < G; t++) mt = s[t] > mt ? s[t] : mt;
-                if (mt > p->m[o]) {
-                    const float r = expf(p->m[o] - mt);
-                    p->l[o] *= r;
-                    for (int x = 0; x < d; x++) acc[x] *= r;
-                    p->m[o] = mt;
-                }
-                for (int t = 0; t < G; t++) {
-                    s[t] = expf(s[t] - p->m[o]);
-                    p->l[o] += s[t];
-                }
-                if (vpair) {
-                    const uint8_t *S = vp + (size_t)G * d * vb / 8, *O = S + 2 * (size_t)(d / G) * G;
-                    for (int jg = 0; jg < d / G; jg++) {
-                        float off = 0.0f;
-                        for (int t = 0; t < G; t++) {
-                            w[t] = s[t] * kvs_fp16_at(S, (size_t)jg * G + t);
-                            off += s[t] * kvs_fp16_at(O, (size_t)jg * G + t);
-                        }
-                        const float sw = kvs_round_i8(w, G, w8);
-                        for (int x = jg * G; x < (jg + 1) * G; x++) {
-                            int32_t isum = 0;
-                            for (int t = 0; t < G; t++) isum += w8[t] * (int32_t)kvs_get_code(vp, kvs_val_bit(vb, G, d, t, x), vb);
-                            acc[x] += sw * (float)isum + off;
-                        }
-                    }
-                } else {
-                    for (int t = 0; t < G; t++) {
-                        kvs__group_value(c, j->layer, j->kvh, grp, t, vd);
-                        for (int x = 0; x < d; x++) acc[x] += s[t] * vd[x];
-                    }
+                kvs__ref_jensen(j, i, hh, blk, norm, nt, s);
+                kvs__ref_softmax_tile(s, nt, &p->m[o], &p->l[o], acc, d);
+                for (int t = 0; t < nt; t++) {
+                    kvs__block_value(c, blk, t, vd);
+                    for (int x = 0; x < d; x++) acc[x] += s[t] * vd[x];
                 }
             }
+        }
     }
 }
 
+/* Sinks, window and the chunk itself: exact fp32 scores, one token at a time. */
 static void fp_ref(const kvs_attn_job *j, kvs_partial *p) {
     const struct kvs_cache *c = j->c;
     const int d = c->d, g = c->g;
-    const kvs_layer *ly = &c->layers[j->layer];
-    const kvs_stream *s = kvs_stream_at(c, j->layer, j->kvh);
-    for (int i = 0; i < j->n; i++)
+    kvs_rows rows[5];
+    for (int i = j->i0; i < j->i1; i++) {
+        const int nr = kvs__view_rows(c, j->view, j->layer, j->kvh, j->k, j->v, i, rows);
         for (int hh = 0; hh < g; hh++) {
             const float *q = kvs_job_q(j, j->q, i, hh);
             float m = -INFINITY, l = 0.0f, *acc = p->acc + ((size_t)i * g + hh) * d;
             memset(acc, 0, (size_t)d * sizeof(float));
-            for (int t = 0; t < ly->n_sink; t++)
-                online_update(&m, &l, acc, d, c->tau * dot(q, s->sink_k + (size_t)t * d, d), s->sink_v + (size_t)t * d);
-            for (int t = 0; t < ly->n_win; t++)
-                online_update(&m, &l, acc, d, c->tau * dot(q, s->win_k + (size_t)t * d, d), s->win_v + (size_t)t * d);
-            for (int t = 0; t <= i; t++)
-                online_update(&m, &l, acc, d, c->tau * dot(q, kvs_job_kv(j, j->k, t), d), kvs_job_kv(j, j->v, t));
+            for (int r = 0; r < nr; r++)
+                for (int t = 0; t < rows[r].n; t++) {
+                    const float *kr = rows[r].k + (size_t)t * rows[r].stride, *vr = rows[r].v + (size_t)t * rows[r].stride;
+                    online_update(&m, &l, acc, d, c->tau * dot(q, kr, d), vr);
+                }
             p->m[i * g + hh] = m;
             p->l[i * g + hh] = l;
         }
+    }
 }
 
 const kvs_kernel_table kvs_kernels_ref = {"ref", groups_ref, fp_ref};

@@ -1,22 +1,32 @@
 /* Attention over [sinks | quantized groups | window | chunk] (internal contract shared by the
  * reference and the AVX2 kernels, see docs/kernels.md).
  *
- * Work is split into items per KV head: one "fp" item (sinks, window and the chunk itself, raw
- * basis) and one item per range of groups (stored basis: rotated when rotate=hadamard). An item
- * produces, per (query i, head hh of the KV head's g query heads), an online-softmax partial:
+ * Each query of a chunk sees what token-by-token decoding would show it (cache/view.c): a prefix
+ * of the view's group table (quantized, stored basis: rotated when rotate=hadamard) and a list of
+ * fp32 rows (sinks, window, chunk; raw basis). Work is split into items per KV head and range of
+ * queries: one "fp" item and one item per fixed range of groups. An item produces, per (query i,
+ * head hh of the KV head's g query heads), an online-softmax partial:
  *   m = max score, l = sum exp(s - m), acc[d] = sum exp(s - m) * v
- * The driver merges partials in a fixed order, so results do not depend on the thread count. */
+ * The driver merges partials in a fixed order. Group ranges are fixed in absolute group indices
+ * and every query is computed on its own, so the result bits depend neither on the thread count
+ * nor on how the tokens were chunked. */
 #ifndef KVS_ATTN_H
 #define KVS_ATTN_H
+#include <math.h>
+#include <string.h>
+
 #include "../cache/cache.h"
 
 typedef struct {
     const struct kvs_cache *c;
-    int layer, kvh, n;
+    const kvs_view *view;
+    int layer, kvh;
+    int i0, i1;      /* queries of this item */
     const float *q;  /* [n][n_heads][d] raw queries */
     const float *qr; /* [n][n_heads][d] queries in the stored basis (== q without rotation) */
     const float *w;  /* [n][n_heads][d] Jensen weights lambda*tau^2*qr^2/24, or NULL */
     const float *k, *v; /* the chunk: [n][n_kv][d] */
+    const uint8_t *const *blk; /* [view->n_groups] group blocks of this KV head */
 } kvs_attn_job;
 
 typedef struct {
@@ -36,14 +46,38 @@ typedef struct {
 extern const kvs_kernel_table kvs_kernels_ref;
 extern const kvs_kernel_table kvs_kernels_avx2;
 const kvs_kernel_table *kvs__kernels(void);
+/* Tests only: run kvs_attend with this table (NULL restores the default). Process-wide. */
+void kvs__set_kernel_table(const kvs_kernel_table *t);
+
+/* Pieces of the reference kernel (attend_ref.c) that a variant rounding elsewhere reuses: the
+ * Jensen term of nt keys of a group subtracted from s[t] (query i, head hh), and one tile of nt
+ * scores folded into an online softmax (l and acc[d] rescaled to the new max m; s becomes the
+ * weights exp(s - m)). */
+void kvs__ref_jensen(const kvs_attn_job *j, int i, int hh, const uint8_t *blk, const float *norm, int nt, float *s);
+void kvs__ref_softmax_tile(float *s, int nt, float *m, float *l, float *acc, int d);
+
+/* An empty partial for the item's queries: m = -inf, l = 0, acc = 0. */
+static inline void kvs_partial_init(const kvs_attn_job *j, kvs_partial *p) {
+    const int g = j->c->g, d = j->c->d;
+    for (int x = j->i0 * g; x < j->i1 * g; x++) {
+        p->m[x] = -INFINITY;
+        p->l[x] = 0.0f;
+    }
+    memset(p->acc + (size_t)j->i0 * g * d, 0, (size_t)(j->i1 - j->i0) * g * d * sizeof(float));
+}
 
 /* Row pointer helpers. */
 static inline const float *kvs_job_q(const kvs_attn_job *j, const float *base, int i, int hh) {
     const struct kvs_cache *c = j->c;
     return base + ((size_t)i * c->cfg.n_heads + (size_t)j->kvh * c->g + hh) * c->d;
 }
-static inline const float *kvs_job_kv(const kvs_attn_job *j, const float *base, int i) {
-    const struct kvs_cache *c = j->c;
-    return base + ((size_t)i * c->n_kv + j->kvh) * c->d;
+/* Tokens of group grp that query i sees: G, fewer for a partial last group, <= 0 for none. */
+static inline int kvs_job_group_tokens(const kvs_attn_job *j, int i, int grp) {
+    const int left = j->view->vis[i] - grp * j->c->G;
+    return left < j->c->G ? left : j->c->G;
+}
+/* OScaR norms of group grp, or NULL. */
+static inline const float *kvs_job_norm(const kvs_attn_job *j, int grp) {
+    return j->view->norm ? j->view->norm[grp] : NULL;
 }
 #endif

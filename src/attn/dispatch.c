@@ -20,8 +20,6 @@ static int cpu_has_avx2(void) {
     __cpuid_count(7, 0, a, b, c, d);
     return (b >> 5) & 1;
 }
-#else
-static int cpu_has_avx2(void) { return 0; }
 #endif
 
 static _Atomic(const kvs_kernel_table *) g_table;
@@ -47,6 +45,8 @@ const kvs_kernel_table *kvs__kernels(void) {
 }
 
 const char *kvs_kernels(void) { return kvs__kernels()->name; }
+
+void kvs__set_kernel_table(const kvs_kernel_table *t) { atomic_store(&g_table, t ? t : best()); }
 
 kvs_status kvs_set_kernels(const char *name) {
     if (!name) return kvs_report(KVS_ERR_ARG, "kvs_set_kernels: NULL name");

@@ -1,35 +1,49 @@
-/* Cache life cycle, append (sinks -> window -> flush into quantized groups), exact accounting. */
+/* Cache life cycle, append (sinks -> window -> quantized groups), exact accounting. */
 #include "cache.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/fp16.h"
 #include "../common/status.h"
-#include "../methods/methods.h"
 #include "../quant/quant.h"
+#include "pack.h"
 
-static atomic_size_t g_live_bytes;
+static void *libc_alloc(void *user, size_t n) {
+    (void)user;
+    return malloc(n);
+}
+static void libc_free(void *user, void *p, size_t n) {
+    (void)user;
+    (void)n;
+    free(p);
+}
 
-size_t kvs__live_bytes(void) { return atomic_load(&g_live_bytes); }
-
-/* Every allocation the cache holds goes through here so kvs_cache_bytes is exact. */
+/* Every allocation the cache holds goes through here so kvs_cache_bytes is exact. Zeroed: code
+ * bits are OR-ed into fresh blocks. */
 static void *cache_alloc(kvs_cache *c, size_t n) {
-    void *p = calloc(1, n ? n : 1);
+    void *p = c->mem.alloc(c->mem.user, n ? n : 1);
     if (p) {
+        memset(p, 0, n ? n : 1);
         c->bytes += n;
-        atomic_fetch_add(&g_live_bytes, n);
     }
     return p;
 }
 
 static void cache_release(kvs_cache *c, void *p, size_t n) {
     if (!p) return;
-    free(p);
+    c->mem.free(c->mem.user, p, n ? n : 1);
     c->bytes -= n;
-    atomic_fetch_sub(&g_live_bytes, n);
+}
+
+static int key_unit(const kvs_config *cfg) { return kvs_affine_bits(cfg->k_type) ? cfg->group : 1; }
+
+void kvs__counts(const kvs_config *cfg, long long n, long long *sinks, long long *quant, long long *win) {
+    const long long S = cfg->sinks, W = cfg->window, U = key_unit(cfg);
+    *sinks = n < S ? n : S;
+    const long long rest = n - *sinks;
+    *quant = rest >= W + U ? (rest - W) / U * U : 0;
+    *win = rest - *quant;
 }
 
 /* Sizes of the fixed part; shared by create and kvs_cache_bytes_for. 0 on overflow. */
@@ -41,7 +55,7 @@ typedef struct {
 static int compute_sizes(const kvs_config *cfg, sizes *s) {
     size_t L = (size_t)cfg->n_layers, H = (size_t)cfg->n_kv_heads, d = (size_t)cfg->head_dim;
     size_t G = (size_t)cfg->group, maxg = ((size_t)cfg->max_tokens + G - 1) / G;
-    size_t win_cap = (size_t)cfg->window + G, t, u, streams;
+    size_t win_cap = (size_t)cfg->window + (size_t)key_unit(cfg), t, u, streams;
     size_t f = sizeof(struct kvs_cache);
     if (!kvs_mul_size(L, sizeof(kvs_layer), &t) || !kvs_add_size(f, t, &f)) return 0;
     if (!kvs_mul_size(L, H, &streams) || !kvs_mul_size(streams, sizeof(kvs_stream), &t) ||
@@ -64,25 +78,16 @@ static int compute_sizes(const kvs_config *cfg, sizes *s) {
     return 1;
 }
 
-/* State of one layer after n tokens, the same arithmetic append uses. */
-static void layer_counts(const kvs_config *cfg, long long n, long long *sinks, long long *groups,
-                         long long *win) {
-    long long S = cfg->sinks, W = cfg->window, G = cfg->group;
-    *sinks = n < S ? n : S;
-    long long rest = n - *sinks;
-    *groups = rest >= W + G ? (rest - W) / G : 0;
-    *win = rest - *groups * G;
-}
-
 kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t *bytes) {
     if (!cfg || !bytes || n_tokens < 0) return kvs_report(KVS_ERR_ARG, "kvs_cache_bytes_for: bad argument");
     kvs_status st = kvs_config_validate(cfg);
     if (st) return st;
     sizes s;
-    long long sk, gr, wi;
+    long long sk, q, wi;
     size_t total;
-    layer_counts(cfg, n_tokens, &sk, &gr, &wi);
-    if (!compute_sizes(cfg, &s) || !kvs_mul_size(s.per_group, (size_t)gr, &total) ||
+    kvs__counts(cfg, n_tokens, &sk, &q, &wi);
+    const long long groups = (q + cfg->group - 1) / cfg->group;
+    if (!compute_sizes(cfg, &s) || !kvs_mul_size(s.per_group, (size_t)groups, &total) ||
         !kvs_mul_size(total, (size_t)cfg->n_layers, &total) || !kvs_add_size(total, s.fixed, bytes))
         return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
     return KVS_OK;
@@ -115,29 +120,34 @@ void kvs_cache_free(kvs_cache *c) {
         }
     cache_release(c, c->streams, (size_t)c->cfg.n_layers * c->n_kv * sizeof(kvs_stream));
     cache_release(c, c->layers, (size_t)c->cfg.n_layers * sizeof(kvs_layer));
-    atomic_fetch_sub(&g_live_bytes, sizeof *c);
-    free(c);
+    const kvs_allocator mem = c->mem;
+    mem.free(mem.user, c, sizeof *c);
 }
 
-kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out) {
+kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *alloc, kvs_cache **out) {
     if (!cfg || !out) return kvs_report(KVS_ERR_ARG, "kvs_cache_create: NULL argument");
     *out = NULL;
+    if (alloc && (!alloc->alloc || !alloc->free))
+        return kvs_report(KVS_ERR_ARG, "kvs_cache_create: allocator without alloc or free function");
     kvs_status st = kvs_config_validate(cfg);
     if (st) return st;
     sizes sz;
     if (!compute_sizes(cfg, &sz)) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: cache size overflows");
     if (sz.fixed > ((size_t)1 << 40)) /* tables and windows alone beyond 1 TiB: refuse before allocating */
         return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: fixed part alone needs %zu bytes", sz.fixed);
-    kvs_cache *c = calloc(1, sizeof *c);
+    const kvs_allocator mem = alloc ? *alloc : (kvs_allocator){libc_alloc, libc_free, NULL};
+    kvs_cache *c = mem.alloc(mem.user, sizeof *c);
     if (!c) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: out of memory");
-    atomic_fetch_add(&g_live_bytes, sizeof *c);
+    memset(c, 0, sizeof *c);
+    c->mem = mem;
     c->bytes = sizeof *c;
     c->cfg = *cfg;
     c->G = cfg->group;
     c->d = cfg->head_dim;
     c->n_kv = cfg->n_kv_heads;
     c->g = cfg->n_heads / cfg->n_kv_heads;
-    c->win_cap = cfg->window + cfg->group;
+    c->unit = key_unit(cfg);
+    c->win_cap = cfg->window + c->unit;
     c->max_groups = (cfg->max_tokens + cfg->group - 1) / cfg->group;
     c->tau = cfg->tau > 0.0f ? cfg->tau : 1.0f / sqrtf((float)cfg->head_dim);
     c->kbytes = kvs_kgroup_bytes(cfg->k_type, c->d, c->G);
@@ -165,8 +175,10 @@ kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out) {
 oom:
     kvs_cache_free(c);
     return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: out of memory for %d layers x %d KV heads x %d tokens",
-                    cfg->n_layers, cfg->n_kv_heads, cfg->max_tokens);
+                      cfg->n_layers, cfg->n_kv_heads, cfg->max_tokens);
 }
+
+kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out) { return kvs_cache_create_with(cfg, NULL, out); }
 
 void kvs_cache_reset(kvs_cache *c) {
     if (!c) return;
@@ -185,7 +197,7 @@ void kvs_cache_reset(kvs_cache *c) {
                 cache_release(c, ly->norm[i], (size_t)c->G * sizeof(float));
                 ly->norm[i] = NULL;
             }
-        ly->n_sink = ly->n_groups = ly->n_win = 0;
+        ly->n_sink = ly->n_quant = ly->n_groups = ly->n_win = ly->win_head = 0;
     }
 }
 
@@ -194,7 +206,7 @@ const kvs_config *kvs_cache_config(const kvs_cache *c) { return c ? &c->cfg : NU
 int kvs_cache_tokens(const kvs_cache *c, int layer) {
     if (!c || layer < 0 || layer >= c->cfg.n_layers) return -1;
     const kvs_layer *ly = &c->layers[layer];
-    return ly->n_sink + ly->n_groups * c->G + ly->n_win;
+    return ly->n_sink + ly->n_quant + ly->n_win;
 }
 
 size_t kvs_cache_bytes(const kvs_cache *c) { return c ? c->bytes : 0; }
@@ -205,37 +217,6 @@ double kvs_cache_bits_per_element(const kvs_cache *c) {
     for (int l = 0; l < c->cfg.n_layers; l++) elems += (double)kvs_cache_tokens(c, l);
     elems *= (double)c->n_kv * c->d * 2.0;
     return elems > 0.0 ? 8.0 * (double)c->bytes / elems : 0.0;
-}
-
-/* Compress the oldest G window tokens of every KV head of `layer` into group blocks that the
- * caller has already allocated (blocks[h], norm). tmp: [n_kv + 1][G][d] scratch. */
-static void flush_group(kvs_cache *c, int layer, uint8_t **blocks, float *norm, float *tmp) {
-    const int G = c->G, d = c->d, H = c->n_kv;
-    const kvs_config *cfg = &c->cfg;
-    for (int h = 0; h < H; h++) {
-        kvs_stream *s = kvs_stream_at(c, layer, h);
-        memcpy(tmp + (size_t)h * G * d, s->win_k, (size_t)G * d * sizeof(float));
-        if (cfg->rotate == KVS_ROTATE_HADAMARD)
-            for (int t = 0; t < G; t++) kvs_fwht(tmp + ((size_t)h * G + t) * d, d);
-    }
-    if (norm) /* OScaR: one norm per token over all KV heads of the layer, rotated basis */
-        for (int t = 0; t < G; t++) {
-            norm[t] = kvs_oscar_norm(tmp + (size_t)t * d, H, d, (size_t)G * d);
-            const float inv = 1.0f / norm[t];
-            for (int h = 0; h < H; h++) {
-                float *x = tmp + ((size_t)h * G + t) * d;
-                for (int i = 0; i < d; i++) x[i] *= inv;
-            }
-        }
-    float *vr = tmp + (size_t)H * G * d; /* [G][d] values of one head */
-    for (int h = 0; h < H; h++) {
-        kvs_stream *s = kvs_stream_at(c, layer, h);
-        kvs_quant_keys(cfg->k_type, tmp + (size_t)h * G * d, G, d, blocks[h]);
-        memcpy(vr, s->win_v, (size_t)G * d * sizeof(float));
-        if (cfg->rotate == KVS_ROTATE_HADAMARD)
-            for (int t = 0; t < G; t++) kvs_fwht(vr + (size_t)t * d, d);
-        kvs_quant_values(cfg->v_type, vr, G, d, blocks[h] + c->kbytes);
-    }
 }
 
 /* The largest magnitude a stored element may reach: fp16 metadata and fp16 elements. A rotated
@@ -259,12 +240,36 @@ static kvs_status check_rows(const kvs_cache *c, const float *x, int n, const ch
             for (int i = 0; i < d; i++)
                 if (!isfinite(r[i]))
                     return kvs_report(KVS_ERR_NONFINITE, "append: %s[token %d][head %d][%d] = %g is not finite",
-                                    what, t, h, i, (double)r[i]);
+                                      what, t, h, i, (double)r[i]);
             if (quantized && exceeds_range(r, d, c->cfg.rotate == KVS_ROTATE_HADAMARD))
                 return kvs_report(KVS_ERR_RANGE, "append: %s[token %d][head %d] exceeds the fp16 range (65504) of the cache type",
-                                what, t, h);
+                                  what, t, h);
         }
     return KVS_OK;
+}
+
+/* Move the oldest `unit` window tokens of every KV head into group storage. */
+static void leave_window(kvs_cache *c, int layer, float *tmp) {
+    kvs_layer *ly = &c->layers[layer];
+    const int H = c->n_kv, d = c->d, U = c->unit, grp = ly->n_quant / c->G;
+    uint8_t *blocks[KVS_MAX_KV_HEADS];
+    for (int h = 0; h < H; h++) blocks[h] = kvs_stream_at(c, layer, h)->blk[grp];
+    float *kt = tmp, *vt = tmp + (size_t)H * U * d;
+    for (int h = 0; h < H; h++) {
+        const kvs_stream *s = kvs_stream_at(c, layer, h);
+        for (int u = 0; u < U; u++) {
+            const size_t slot = (size_t)((ly->win_head + u) % c->win_cap) * d;
+            memcpy(kt + ((size_t)h * U + u) * d, s->win_k + slot, (size_t)d * sizeof(float));
+            memcpy(vt + ((size_t)h * U + u) * d, s->win_v + slot, (size_t)d * sizeof(float));
+        }
+    }
+    float *norm = ly->norm ? ly->norm[grp] : NULL;
+    if (U == c->G) kvs__pack_group(c, kt, vt, blocks, norm);
+    else kvs__pack_token(c, kt, vt, blocks, ly->n_quant % c->G, norm);
+    ly->win_head = (ly->win_head + U) % c->win_cap;
+    ly->n_win -= U;
+    ly->n_quant += U;
+    ly->n_groups = (ly->n_quant + c->G - 1) / c->G;
 }
 
 kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, const float *v) {
@@ -276,24 +281,22 @@ kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, cons
     long long have = kvs_cache_tokens(c, layer);
     if (have + n > c->cfg.max_tokens)
         return kvs_report(KVS_ERR_CAPACITY, "append: layer %d holds %lld tokens, %d more exceed max_tokens=%d",
-                        layer, have, n, c->cfg.max_tokens);
+                          layer, have, n, c->cfg.max_tokens);
     kvs_status st = check_rows(c, k, n, "k", c->cfg.k_type != KVS_TYPE_FP32);
     if (!st) st = check_rows(c, v, n, "v", c->cfg.v_type != KVS_TYPE_FP32);
     if (st) return st;
 
-    /* Allocate every block this append will fill before changing anything: all or nothing. */
+    /* Allocate every block this append will start before changing anything: all or nothing. */
     const int G = c->G, d = c->d, H = c->n_kv, W = c->cfg.window;
-    long long s0, g0, w0, s1, g1, w1;
-    layer_counts(&c->cfg, have, &s0, &g0, &w0);
-    layer_counts(&c->cfg, have + n, &s1, &g1, &w1);
-    const int new_groups = (int)(g1 - g0);
+    long long s1, q1, w1;
+    kvs__counts(&c->cfg, have + n, &s1, &q1, &w1);
+    const int g0 = ly->n_groups, g1 = (int)((q1 + G - 1) / G);
     const size_t blk = c->kbytes + c->vbytes;
     float *tmp = NULL;
-    if (new_groups > 0) {
-        tmp = malloc((size_t)(H + 1) * G * d * sizeof(float));
+    if (q1 > ly->n_quant) {
+        tmp = malloc((size_t)2 * H * c->unit * d * sizeof(float));
         if (!tmp) return kvs_report(KVS_ERR_NOMEM, "append: out of memory");
-        for (int i = 0; i < new_groups; i++) {
-            int gi = (int)g0 + i;
+        for (int gi = g0; gi < g1; gi++) {
             for (int h = 0; h < H; h++) {
                 kvs_stream *s = kvs_stream_at(c, layer, h);
                 if (!(s->blk[gi] = cache_alloc(c, blk))) goto oom;
@@ -301,7 +304,6 @@ kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, cons
             if (ly->norm && !(ly->norm[gi] = cache_alloc(c, (size_t)G * sizeof(float)))) goto oom;
         }
     }
-    uint8_t *blocks[1024];
     for (int t = 0; t < n; t++) {
         const float *kt = k + (size_t)t * H * d, *vt = v + (size_t)t * H * d;
         if (ly->n_sink < c->cfg.sinks) {
@@ -313,28 +315,18 @@ kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, cons
             ly->n_sink++;
             continue;
         }
+        const size_t slot = (size_t)((ly->win_head + ly->n_win) % c->win_cap) * d;
         for (int h = 0; h < H; h++) {
             kvs_stream *s = kvs_stream_at(c, layer, h);
-            memcpy(s->win_k + (size_t)ly->n_win * d, kt + (size_t)h * d, (size_t)d * sizeof(float));
-            memcpy(s->win_v + (size_t)ly->n_win * d, vt + (size_t)h * d, (size_t)d * sizeof(float));
+            memcpy(s->win_k + slot, kt + (size_t)h * d, (size_t)d * sizeof(float));
+            memcpy(s->win_v + slot, vt + (size_t)h * d, (size_t)d * sizeof(float));
         }
-        if (++ly->n_win == W + G) {
-            for (int h = 0; h < H; h++) blocks[h] = kvs_stream_at(c, layer, h)->blk[ly->n_groups];
-            flush_group(c, layer, blocks, ly->norm ? ly->norm[ly->n_groups] : NULL, tmp);
-            for (int h = 0; h < H; h++) {
-                kvs_stream *s = kvs_stream_at(c, layer, h);
-                memmove(s->win_k, s->win_k + (size_t)G * d, (size_t)W * d * sizeof(float));
-                memmove(s->win_v, s->win_v + (size_t)G * d, (size_t)W * d * sizeof(float));
-            }
-            ly->n_win -= G;
-            ly->n_groups++;
-        }
+        if (++ly->n_win == W + c->unit) leave_window(c, layer, tmp);
     }
     free(tmp);
     return KVS_OK;
 oom:
-    for (int i = 0; i < new_groups; i++) {
-        int gi = (int)g0 + i;
+    for (int gi = g0; gi < g1; gi++) {
         for (int h = 0; h < H; h++) {
             kvs_stream *s = kvs_stream_at(c, layer, h);
             cache_release(c, s->blk[gi], blk);
@@ -346,5 +338,5 @@ oom:
         }
     }
     free(tmp);
-    return kvs_report(KVS_ERR_NOMEM, "append: out of memory for %d new groups", new_groups);
+    return kvs_report(KVS_ERR_NOMEM, "append: out of memory for %d new groups", g1 - g0);
 }

@@ -35,9 +35,14 @@ static const char *const g_type_names[KVS_TYPE_COUNT] = {"fp32", "fp16", "q8_0",
 static const char *const g_rotate_names[] = {"none", "hadamard"};
 static const char *const g_scale_names[] = {"none", "token"};
 static const char *const g_jensen_names[] = {"off", "taylor", "exact"};
+static const char *const g_self_names[] = {"exact", "cache"};
+#define N_NAMES(a) ((int)(sizeof(a) / sizeof *(a)))
+
+/* A hand-filled kvs_config may hold any int in an enum field: never index past a table. */
+static const char *name_of(const char *const *names, int n, int i) { return i >= 0 && i < n ? names[i] : "?"; }
 
 /* Presets: a name expands to a full compression setting (shapes are left alone). */
-static void preset(kvs_config *c, kvs_type k, kvs_type v, int window, kvs_rotate r, kvs_scale s) {
+static void preset(kvs_config *c, kvs_type k, kvs_type v, int window, kvs_rotate r, kvs_scale s, kvs_self self) {
     c->k_type = k;
     c->v_type = v;
     c->group = 32;
@@ -47,18 +52,21 @@ static void preset(kvs_config *c, kvs_type k, kvs_type v, int window, kvs_rotate
     c->scale = s;
     c->jensen = KVS_JENSEN_OFF;
     c->lambda = 1.0f;
+    c->self = self;
 }
 
+/* fp16, q8_0, q4_0 are llama.cpp's KV types and behave as llama.cpp does: every token stored at
+ * once, the current one attended through its stored form (self=cache). */
 static int apply_preset(kvs_config *c, const char *name, size_t len) {
 #define IS(s) (len == strlen(s) && memcmp(name, s, len) == 0)
-    if (IS("fp32")) preset(c, KVS_TYPE_FP32, KVS_TYPE_FP32, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE);
-    else if (IS("fp16")) preset(c, KVS_TYPE_FP16, KVS_TYPE_FP16, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE);
-    else if (IS("q8_0")) preset(c, KVS_TYPE_Q8_0, KVS_TYPE_Q8_0, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE);
-    else if (IS("q4_0")) preset(c, KVS_TYPE_Q4_0, KVS_TYPE_Q4_0, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE);
-    else if (IS("kivi-int2")) preset(c, KVS_TYPE_INT2, KVS_TYPE_INT2, 128, KVS_ROTATE_NONE, KVS_SCALE_NONE);
-    else if (IS("kivi-int4")) preset(c, KVS_TYPE_INT4, KVS_TYPE_INT4, 128, KVS_ROTATE_NONE, KVS_SCALE_NONE);
-    else if (IS("oscar-int2")) preset(c, KVS_TYPE_INT2, KVS_TYPE_INT2, 128, KVS_ROTATE_HADAMARD, KVS_SCALE_TOKEN);
-    else if (IS("oscar-int4")) preset(c, KVS_TYPE_INT4, KVS_TYPE_INT4, 128, KVS_ROTATE_HADAMARD, KVS_SCALE_TOKEN);
+    if (IS("fp32")) preset(c, KVS_TYPE_FP32, KVS_TYPE_FP32, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE, KVS_SELF_EXACT);
+    else if (IS("fp16")) preset(c, KVS_TYPE_FP16, KVS_TYPE_FP16, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE, KVS_SELF_CACHE);
+    else if (IS("q8_0")) preset(c, KVS_TYPE_Q8_0, KVS_TYPE_Q8_0, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE, KVS_SELF_CACHE);
+    else if (IS("q4_0")) preset(c, KVS_TYPE_Q4_0, KVS_TYPE_Q4_0, 0, KVS_ROTATE_NONE, KVS_SCALE_NONE, KVS_SELF_CACHE);
+    else if (IS("kivi-int2")) preset(c, KVS_TYPE_INT2, KVS_TYPE_INT2, 128, KVS_ROTATE_NONE, KVS_SCALE_NONE, KVS_SELF_EXACT);
+    else if (IS("kivi-int4")) preset(c, KVS_TYPE_INT4, KVS_TYPE_INT4, 128, KVS_ROTATE_NONE, KVS_SCALE_NONE, KVS_SELF_EXACT);
+    else if (IS("oscar-int2")) preset(c, KVS_TYPE_INT2, KVS_TYPE_INT2, 128, KVS_ROTATE_HADAMARD, KVS_SCALE_TOKEN, KVS_SELF_EXACT);
+    else if (IS("oscar-int4")) preset(c, KVS_TYPE_INT4, KVS_TYPE_INT4, 128, KVS_ROTATE_HADAMARD, KVS_SCALE_TOKEN, KVS_SELF_EXACT);
     else return 0;
     return 1;
 #undef IS
@@ -102,23 +110,28 @@ static int apply_kv(kvs_config *c, const char *k, size_t kl, const char *v, size
 #define KEY(s) (kl == strlen(s) && memcmp(k, s, kl) == 0)
     int i;
     if (KEY("k") || KEY("v")) {
-        if ((i = lookup(g_type_names, KVS_TYPE_COUNT, v, vl)) < 0) return 0;
+        if ((i = lookup(g_type_names, N_NAMES(g_type_names), v, vl)) < 0) return 0;
         *(KEY("k") ? &c->k_type : &c->v_type) = (kvs_type)i;
         return 1;
     }
     if (KEY("rotate")) {
-        if ((i = lookup(g_rotate_names, 2, v, vl)) < 0) return 0;
+        if ((i = lookup(g_rotate_names, N_NAMES(g_rotate_names), v, vl)) < 0) return 0;
         c->rotate = (kvs_rotate)i;
         return 1;
     }
     if (KEY("scale")) {
-        if ((i = lookup(g_scale_names, 2, v, vl)) < 0) return 0;
+        if ((i = lookup(g_scale_names, N_NAMES(g_scale_names), v, vl)) < 0) return 0;
         c->scale = (kvs_scale)i;
         return 1;
     }
     if (KEY("jensen")) {
-        if ((i = lookup(g_jensen_names, 3, v, vl)) < 0) return 0;
+        if ((i = lookup(g_jensen_names, N_NAMES(g_jensen_names), v, vl)) < 0) return 0;
         c->jensen = (kvs_jensen)i;
+        return 1;
+    }
+    if (KEY("self")) {
+        if ((i = lookup(g_self_names, N_NAMES(g_self_names), v, vl)) < 0) return 0;
+        c->self = (kvs_self)i;
         return 1;
     }
     if (KEY("lambda")) return parse_float(v, vl, 0.0f, 100.0f, &c->lambda);
@@ -195,14 +208,17 @@ kvs_status kvs_config_validate(const kvs_config *c) {
     if ((c->k_type == KVS_TYPE_Q8_0 || c->k_type == KVS_TYPE_Q4_0 || c->v_type == KVS_TYPE_Q8_0 ||
          c->v_type == KVS_TYPE_Q4_0) && c->head_dim % 32)
         BAD("config: head_dim=%d is not a multiple of 32, required by q8_0/q4_0", c->head_dim);
-    if (c->window < 0 || c->window % c->group)
-        BAD("config: window=%d must be a non-negative multiple of group=%d", c->window, c->group);
+    /* keys quantized per channel leave the window G at a time, per-token keys one at a time */
+    const int per_channel_keys = c->k_type >= KVS_TYPE_INT2 && c->k_type <= KVS_TYPE_INT8;
+    if (c->window < 0 || (per_channel_keys && c->window % c->group))
+        BAD("config: window=%d must be a non-negative multiple of group=%d (keys quantized per channel)", c->window, c->group);
     if (c->sinks < 0 || c->sinks > (1 << 20)) BAD("config: sinks=%d out of range [0, 2^20]", c->sinks);
     if (c->rotate != KVS_ROTATE_NONE && c->rotate != KVS_ROTATE_HADAMARD) BAD("config: rotate %d unknown", (int)c->rotate);
     if (c->rotate == KVS_ROTATE_HADAMARD && (c->head_dim & (c->head_dim - 1)))
         BAD("config: rotate=hadamard needs a power-of-two head_dim, got %d", c->head_dim);
     if (c->scale != KVS_SCALE_NONE && c->scale != KVS_SCALE_TOKEN) BAD("config: scale %d unknown", (int)c->scale);
     if ((int)c->jensen < 0 || c->jensen > KVS_JENSEN_EXACT) BAD("config: jensen %d unknown", (int)c->jensen);
+    if (c->self != KVS_SELF_EXACT && c->self != KVS_SELF_CACHE) BAD("config: self %d unknown", (int)c->self);
     if (!(c->lambda >= 0.0f && c->lambda <= 100.0f)) BAD("config: lambda=%g out of range [0, 100]", (double)c->lambda);
     if (!(c->tau >= 0.0f && c->tau <= 1e6f)) BAD("config: tau=%g out of range [0, 1e6]", (double)c->tau);
     if (c->n_threads < 0 || c->n_threads > 1024) BAD("config: threads=%d out of range [0, 1024]", c->n_threads);
@@ -212,11 +228,17 @@ kvs_status kvs_config_validate(const kvs_config *c) {
 
 size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
     char tmp[256];
-    int n = snprintf(tmp, sizeof tmp, "k=%s,v=%s,group=%d,window=%d,sinks=%d,rotate=%s,scale=%s,jensen=%s,lambda=%.9g",
-                     g_type_names[c->k_type], g_type_names[c->v_type], c->group, c->window, c->sinks,
-                     g_rotate_names[c->rotate], g_scale_names[c->scale], g_jensen_names[c->jensen],
-                     (double)c->lambda);
+    int n = 0;
+    if (c)
+        n = snprintf(tmp, sizeof tmp, "k=%s,v=%s,group=%d,window=%d,sinks=%d,rotate=%s,scale=%s,jensen=%s,lambda=%.9g,self=%s",
+                     name_of(g_type_names, N_NAMES(g_type_names), (int)c->k_type),
+                     name_of(g_type_names, N_NAMES(g_type_names), (int)c->v_type), c->group, c->window, c->sinks,
+                     name_of(g_rotate_names, N_NAMES(g_rotate_names), (int)c->rotate),
+                     name_of(g_scale_names, N_NAMES(g_scale_names), (int)c->scale),
+                     name_of(g_jensen_names, N_NAMES(g_jensen_names), (int)c->jensen), (double)c->lambda,
+                     name_of(g_self_names, N_NAMES(g_self_names), (int)c->self));
     if (n < 0) n = 0;
+    if (n >= (int)sizeof tmp) n = (int)sizeof tmp - 1; /* cannot happen with these fields; never copy past tmp */
     if (buf && cap) {
         size_t m = (size_t)n < cap - 1 ? (size_t)n : cap - 1;
         memcpy(buf, tmp, m);

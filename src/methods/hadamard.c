@@ -1,4 +1,4 @@
-/* Fast Walsh-Hadamard transform: OScaR's "canalized rotation" (oscar.md section 3). */
+/* Fast Walsh-Hadamard transform: OScaR's "canalized rotation" (docs/methods/oscar.md section 3). */
 #include <math.h>
 
 #include "methods.h"

@@ -1,4 +1,4 @@
-/* Jensen bias correction (jensen-correction.md): quantization noise e ~ U(-D/2, D/2) inflates
+/* Jensen bias correction (docs/methods/jensen.md): quantization noise e ~ U(-D/2, D/2) inflates
  * E[exp(q.k^)] by prod_c sinh(a_c)/a_c; subtracting its log from each quantized key's logit makes
  * every cached term of the partition sum unbiased. */
 #include <math.h>

@@ -12,7 +12,7 @@ void kvs_fwht(float *x, int d);
  * k + h * head_stride; 1 if that is 0 or not finite (so an all-zero key stays 0, never NaN). */
 float kvs_oscar_norm(const float *k, int n_heads, int d, size_t head_stride);
 
-/* Jensen bias correction (jensen-correction.md).
+/* Jensen bias correction (docs/methods/jensen.md).
  * ln(sinh a / a), accurate for all a (series near 0, log form elsewhere; never calls sinh). */
 double kvs_log_sinhc(double a);
 /* Taylor (second-order) per-channel weights: w[c] = lambda * tau^2 * q[c]^2 / 24. */

@@ -1,4 +1,4 @@
-/* OScaR omni-token scaling (oscar.md section 4): one L2 norm per token over all KV heads of a
+/* OScaR omni-token scaling (docs/methods/oscar.md section 4): one L2 norm per token over all KV heads of a
  * layer, so every stored key vector has unit norm and shares one per-channel range. */
 #include <math.h>
 

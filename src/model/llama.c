@@ -20,6 +20,7 @@ struct kvs_llama {
     float *out_norm;   /* [n_embd] */
     float *output;     /* [n_vocab][n_embd]; == tok_embd when tied */
     layer_w *layers;
+    int batch_invariant; /* see kvs_llama_set_batch_invariant */
 };
 
 static kvs_status load_tensor(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, float **out) {
@@ -191,21 +192,31 @@ static void rmsnorm(const float *x, const float *w, float *y, int n, int D, floa
 /* y[n][out] = x[n][in] W^T, W [out][in] */
 /* OpenBLAS runs single-threaded (set at load); the output columns are split over kvslim's own
  * OpenMP threads instead. Two thread pools spinning against each other on 2 cores cost 30 %
- * (measured: 172 vs 236 tokens/s prefill with BLAS threads on vs off). */
-static void matmul(const float *x, const float *W, float *y, int n, int in, int out) {
-    const int parts = (double)n * in * out > 2e6 ? 4 : 1, step = (out / parts + 15) / 16 * 16;
+ * (measured: 172 vs 236 tokens/s prefill with BLAS threads on vs off).
+ * Batch-invariant mode: every row through the same matrix-vector product over the same column
+ * parts whatever n is, so a row's result does not depend on the batch it came in (gemm blocks
+ * its sums by the batch size; gemv over a fixed part does not). */
+static void matmul(const kvs_llama *m, const float *x, const float *W, float *y, int n, int in, int out) {
+    const double work = (double)(m->batch_invariant ? 1 : n) * in * out;
+    const int parts = work > 2e6 ? 4 : 1, step = (out / parts + 15) / 16 * 16;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (parts > 1)
 #endif
     for (int p = 0; p < parts; p++) {
         const int o0 = p * step, o1 = o0 + step < out ? o0 + step : out;
         if (o0 >= o1) continue;
-        if (n == 1) /* decode: a matrix-vector product streams W once, without gemm's packing */
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, o1 - o0, in, 1.0f, W + (size_t)o0 * in, in, x, 1, 0.0f, y + o0, 1);
+        if (n == 1 || m->batch_invariant) /* decode: a matrix-vector product streams W once, without gemm's packing */
+            for (int i = 0; i < n; i++)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, o1 - o0, in, 1.0f, W + (size_t)o0 * in, in, x + (size_t)i * in, 1,
+                            0.0f, y + (size_t)i * out + o0, 1);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o1 - o0, in, 1.0f, x, in, W + (size_t)o0 * in, in, 0.0f,
                         y + o0, out);
     }
+}
+
+void kvs_llama_set_batch_invariant(kvs_llama *m, int on) {
+    if (m) m->batch_invariant = on != 0;
 }
 
 /* RoPE angles of the chunk, the same for every layer and for q and k: cs[i][p] = (cos, sin) of
@@ -259,25 +270,25 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
     for (int l = 0; l < hp->n_layer; l++) {
         const layer_w *w = &m->layers[l];
         rmsnorm(x, w->attn_norm, h, n, D, hp->rms_eps);
-        matmul(h, w->wq, q, n, D, D);
-        matmul(h, w->wk, k, n, D, (int)KVD);
-        matmul(h, w->wv, v, n, D, (int)KVD);
+        matmul(m, h, w->wq, q, n, D, D);
+        matmul(m, h, w->wk, k, n, D, (int)KVD);
+        matmul(m, h, w->wv, v, n, D, (int)KVD);
         rope(q, n, H, hd, cs);
         rope(k, n, HKV, hd, cs);
         if ((s = kvs_attend(cache, l, n, q, k, v, att)) || (s = kvs_cache_append(cache, l, n, k, v))) goto done;
-        matmul(att, w->wo, h, n, D, D);
+        matmul(m, att, w->wo, h, n, D, D);
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] += h[i];
         rmsnorm(x, w->ffn_norm, h, n, D, hp->rms_eps);
-        matmul(h, w->w_gate, g, n, D, F);
-        matmul(h, w->w_up, u, n, D, F);
+        matmul(m, h, w->w_gate, g, n, D, F);
+        matmul(m, h, w->w_up, u, n, D, F);
         for (size_t i = 0; i < (size_t)n * F; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        matmul(g, w->w_down, h, n, F, D);
+        matmul(m, g, w->w_down, h, n, F, D);
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] += h[i];
     }
     if (logits && first_logit < n) {
         const int nl = n - first_logit;
         rmsnorm(x + (size_t)first_logit * D, m->out_norm, h, nl, D, hp->rms_eps);
-        matmul(h, m->output, logits, nl, D, V);
+        matmul(m, h, m->output, logits, nl, D, V);
     }
 done:
     free(x), free(h), free(q), free(k), free(v), free(att), free(g), free(u), free(cs);

@@ -115,6 +115,12 @@ const kvs_gguf *kvs_llama_file(const kvs_llama *m);
 /* A cache config with this model's shapes (layers, heads, head_dim) and the given capacity. */
 kvs_config kvs_llama_cache_config(const kvs_llama *m, int max_tokens);
 
+/* Batch-invariant weight products (off by default): each row of a chunk goes through the same
+ * matrix-vector product whatever the chunk length, so feeding n tokens at once gives the bits of
+ * feeding them one at a time (the cache is decode-faithful by construction; see kvs_attend).
+ * Slower for prefill: tests and exact comparisons use it, evaluations need not. */
+void kvs_llama_set_batch_invariant(kvs_llama *m, int on);
+
 /* Run n tokens (positions pos0 .. pos0+n-1, pos0 = tokens already in the cache) through the model:
  * attention over the cache plus the chunk, then the chunk's keys/values are appended to `cache`.
  * Logits of rows first_logit .. n-1 are written to logits[(i - first_logit) * n_vocab] (logits

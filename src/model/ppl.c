@@ -44,9 +44,9 @@ kvs_status kvs_ppl_chunk(kvs_llama *m, kvs_cache *cache, const int32_t *tokens, 
                 for (int v = 0; v < V; v++) logp_out[row + v] = (float)(lg[v] - lse);
             if (logp_ref) {
                 double kl = 0.0;
-                for (int v = 0; v < V; v++) {
+                for (int v = 0; v < V; v++) { /* both sides rounded to float as logp_out stores them */
                     const double lr = logp_ref[row + v];
-                    kl += exp(lr) * (lr - ((double)lg[v] - lse));
+                    kl += exp(lr) * (lr - (double)(float)(lg[v] - lse));
                 }
                 acc->kl += kl;
             }

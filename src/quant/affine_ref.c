@@ -1,5 +1,6 @@
-/* Asymmetric uniform INT2/3/4/8 with fp16 scale and offset (OScaR spec 5.2), bit packing, and
- * the int8 rounding the integer attention kernels apply to queries and probabilities. */
+/* Asymmetric uniform INT2/3/4/8 with fp16 scale and offset (docs/methods/oscar.md section 5.2),
+ * bit packing, and the int8 rounding the integer attention kernels apply to queries and
+ * probabilities. */
 #include <math.h>
 #include <string.h>
 
@@ -57,7 +58,9 @@ void kvs_affine_quant_group(const float *x, int n, int stride, int bits, uint8_t
     }
     for (int i = 0; i < n; i++) {
         float c = rintf(x[(size_t)i * stride] * inv + z);
-        c = c < 0.0f ? 0.0f : (c > qmax ? qmax : c);
+        /* a subnormal range overflows inv to Inf, and -0 * Inf is NaN: NaN takes code 0 (what x86's
+         * conversion gave), since converting NaN to an integer is undefined behaviour */
+        c = c > 0.0f ? (c < qmax ? c : qmax) : 0.0f;
         codes[i] = (uint8_t)c;
     }
     *scale = kvs_fp32_to_fp16(delta);

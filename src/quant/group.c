@@ -33,7 +33,7 @@ static void dequant_row(kvs_type t, const uint8_t *row, int d, float *out) {
 void kvs_quant_keys(kvs_type t, const float *x, int G, int d, uint8_t *kp) {
     const int b = kvs_affine_bits(t);
     if (!b) {
-        for (int tok = 0; tok < G; tok++) quant_row(t, x + (size_t)tok * d, d, kp + (size_t)tok * kvs_row_bytes(t, d));
+        for (int tok = 0; tok < G; tok++) kvs_quant_key_token(t, x + (size_t)tok * d, G, d, tok, kp);
         return;
     }
     const size_t nbytes = (size_t)d * G * b / 8;
@@ -44,6 +44,11 @@ void kvs_quant_keys(kvs_type t, const float *x, int G, int d, uint8_t *kp) {
         kvs_affine_quant_group(x + c, G, d, b, codes, &S[c], &O[c]);
         for (int tok = 0; tok < G; tok++) kvs_put_code(kp, kvs_key_bit(b, G, c, tok), b, codes[tok]);
     }
+}
+
+void kvs_quant_key_token(kvs_type t, const float *x, int G, int d, int tok, uint8_t *kp) {
+    (void)G;
+    quant_row(t, x, d, kp + (size_t)tok * kvs_row_bytes(t, d));
 }
 
 void kvs_dequant_key(kvs_type t, const uint8_t *kp, int G, int d, int tok, float *out) {
@@ -77,21 +82,23 @@ void kvs_key_delta(kvs_type t, const uint8_t *kp, int G, int d, int tok, float *
 
 void kvs_quant_values(kvs_type t, const float *x, int G, int d, uint8_t *vp) {
     const int b = kvs_affine_bits(t);
+    if (b) memset(vp, 0, (size_t)G * d * b / 8); /* codes are OR-ed into place */
+    for (int tok = 0; tok < G; tok++) kvs_quant_value_token(t, x + (size_t)tok * d, G, d, tok, vp);
+}
+
+void kvs_quant_value_token(kvs_type t, const float *x, int G, int d, int tok, uint8_t *vp) {
+    const int b = kvs_affine_bits(t);
     if (!b) {
-        for (int tok = 0; tok < G; tok++) quant_row(t, x + (size_t)tok * d, d, vp + (size_t)tok * kvs_row_bytes(t, d));
+        quant_row(t, x, d, vp + (size_t)tok * kvs_row_bytes(t, d));
         return;
     }
     const int nj = d / G;
     const size_t nbytes = (size_t)G * d * b / 8;
     uint16_t *S = (uint16_t *)(vp + nbytes), *O = S + (size_t)nj * G;
     uint8_t codes[1024];
-    memset(vp, 0, nbytes);
-    for (int tok = 0; tok < G; tok++) {
-        for (int j = 0; j < nj; j++)
-            kvs_affine_quant_group(x + (size_t)tok * d + (size_t)j * G, G, 1, b, codes + j * G, &S[j * G + tok],
-                                   &O[j * G + tok]);
-        for (int c = 0; c < d; c++) kvs_put_code(vp, kvs_val_bit(b, G, d, tok, c), b, codes[c]);
-    }
+    for (int j = 0; j < nj; j++)
+        kvs_affine_quant_group(x + (size_t)j * G, G, 1, b, codes + j * G, &S[j * G + tok], &O[j * G + tok]);
+    for (int c = 0; c < d; c++) kvs_put_code(vp, kvs_val_bit(b, G, d, tok, c), b, codes[c]);
 }
 
 void kvs_dequant_value(kvs_type t, const uint8_t *vp, int G, int d, int tok, float *out) {

@@ -13,7 +13,7 @@ unsigned kvs_get_code(const uint8_t *base, size_t bit, int bits);
  * q = rint(x * (127 / amax)); returns amax / 127 (0 and q = 0 if x is all zero). */
 float kvs_round_i8(const float *x, int n, int8_t *q);
 
-/* Asymmetric min-max quantizer of one group (OScaR spec 5.2): n values x[i*stride], codes in
+/* Asymmetric min-max quantizer of one group (docs/methods/oscar.md section 5.2): n values x[i*stride], codes in
  * [0, 2^bits-1], scale and offset rounded to fp16. */
 void kvs_affine_quant_group(const float *x, int n, int stride, int bits, uint8_t *codes, uint16_t *scale,
                             uint16_t *offset);
@@ -27,6 +27,12 @@ void kvs_dequant_row_q4_0(const kvs_block_q4_0 *x, float *y, int n);
 /* Group level, any type (formats.h layouts). x: [G][d] token-major. Keys of affine types are
  * quantized per channel over the G tokens, values per token over channel groups of G. */
 void kvs_quant_keys(kvs_type t, const float *x, int G, int d, uint8_t *kpart);
+/* One token x[d] into row `tok` of a group, for the per-token key types (fp32, fp16, q8_0, q4_0)
+ * and for values of every type: a token's codes never depend on its group mates, so a cache can
+ * store it the moment it leaves the window. Affine value codes are OR-ed in: the token's bits must
+ * be zero (fresh blocks are). */
+void kvs_quant_key_token(kvs_type t, const float *x, int G, int d, int tok, uint8_t *kpart);
+void kvs_quant_value_token(kvs_type t, const float *x, int G, int d, int tok, uint8_t *vpart);
 void kvs_dequant_key(kvs_type t, const uint8_t *kpart, int G, int d, int tok, float *out);
 /* Quantization step of each channel of key `tok` (0 for fp32/fp16). */
 void kvs_key_delta(kvs_type t, const uint8_t *kpart, int G, int d, int tok, float *delta);

@@ -1,4 +1,5 @@
 /* kvslim ppl and kvslim generate: the model engine over one cache config. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,14 +68,60 @@ int cli_load(const char *path, kvs_llama **m, kvs_tokenizer **t) {
     return 0;
 }
 
-kvs_cache *cli_cache(const kvs_llama *m, const char *cfg, int max_tokens) {
+int cli_cache(const kvs_llama *m, const char *opt, const char *cfg, int max_tokens, kvs_cache **out) {
     kvs_config c = kvs_llama_cache_config(m, max_tokens);
-    kvs_cache *cache = NULL;
-    if (kvs_config_parse(&c, cfg) != KVS_OK || kvs_cache_create(&c, &cache) != KVS_OK) {
+    *out = NULL;
+    /* checked against the model's shapes, hence here and not at parse time */
+    if (kvs_config_parse(&c, cfg) != KVS_OK) return cli_usage_error("%s: '%s': %s", opt, cfg, kvs_last_error());
+    if (kvs_cache_create(&c, out) != KVS_OK) {
         fprintf(stderr, "kvslim: cache '%s': %s\n", cfg, kvs_last_error());
-        return NULL;
+        return CLI_EXIT_RUNTIME;
     }
-    return cache;
+    return 0;
+}
+
+int cli_trained_ctx(const char *path, int *n_train) {
+    *n_train = 0;
+    if (cli_ensure_model(path)) return CLI_EXIT_RUNTIME;
+    kvs_gguf *g;
+    if (kvs_gguf_open(path, &g, NULL) != KVS_OK) {
+        fprintf(stderr, "kvslim: %s\n", kvs_last_error());
+        return CLI_EXIT_RUNTIME;
+    }
+    int64_t v;
+    if (kvs_gguf_get_int(g, "llama.context_length", &v) == KVS_OK && v > 0 && v <= INT_MAX) *n_train = (int)v;
+    kvs_gguf_close(g);
+    return 0;
+}
+
+int cli_check_ctx(int n_train, long need, int force, const char *what) {
+    if (n_train <= 0 || need <= n_train) return 0;
+    if (!force)
+        return cli_usage_error("%s: %ld tokens is beyond the model's trained context: it was trained for %d tokens "
+                               "(add --force to run anyway)", what, need, n_train);
+    fprintf(stderr, "kvslim: warning: %s: %ld tokens is beyond the model's trained context: it was trained for %d tokens\n",
+            what, need, n_train);
+    return 0;
+}
+
+const char *cli_basename(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+int cli_model_name(const kvs_llama *m, const char *path, char *buf, size_t cap) {
+    const char *s;
+    size_t len;
+    const int named = kvs_gguf_get_str(kvs_llama_file(m), "general.name", &s, &len) == KVS_OK && len > 0;
+    if (!named) {
+        s = cli_basename(path);
+        len = strlen(s);
+    }
+    if (len >= cap) len = cap - 1;
+    /* the name comes from the file: no control characters into a terminal or a JSON string */
+    for (size_t i = 0; i < len; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    buf[len] = 0;
+    return named;
 }
 
 void cli_progress(const char *what, long done, long total, double t0) {
@@ -89,34 +136,36 @@ void cli_progress(const char *what, long done, long total, double t0) {
 
 int cmd_ppl(int argc, char **argv) {
     const char *model = CLI_DEFAULT_MODEL, *text = CLI_DEFAULT_TEXT, *cfg = "fp32", *json = NULL;
-    int n_ctx = 512, n_batch = 128, chunks = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--model") && v) model = argv[++i];
-        else if (!strcmp(a, "--text") && v) text = argv[++i];
-        else if (!strcmp(a, "--cache") && v) cfg = argv[++i];
-        else if (!strcmp(a, "--ctx") && v) n_ctx = atoi(argv[++i]);
-        else if (!strcmp(a, "--batch") && v) n_batch = atoi(argv[++i]);
-        else if (!strcmp(a, "--chunks") && v) chunks = atoi(argv[++i]);
-        else if (!strcmp(a, "--json") && v) json = argv[++i];
-        else {
-            fprintf(stderr, "usage: kvslim ppl [--model M] [--text FILE] [--ctx N] [--batch B] [--chunks K] [--cache CONFIG] [--json OUT]\n");
-            return 2;
-        }
-    }
-    if (n_ctx < 8 || n_ctx > (1 << 20) || n_batch < 1 || chunks < 0) {
-        fprintf(stderr, "kvslim ppl: --ctx must be in [8, 2^20], --batch >= 1, --chunks >= 0\n");
-        return 2;
-    }
+    int n_ctx = 512, n_batch = 128, chunks = 0, force = 0;
+    const cli_opt opts[] = {
+        {"--model", "FILE", OPT_STR, &model, 0, 0, "GGUF model, Llama architecture"},
+        {"--text", "FILE", OPT_STR, &text, 0, 0, "UTF-8 text to score"},
+        {"--cache", "CONFIG", OPT_STR, &cfg, 0, 0, "cache config, see README \"Config grammar\""},
+        {"--ctx", "N", OPT_INT, &n_ctx, 8, 1 << 20, "tokens per chunk, its second half scored"},
+        {"--batch", "N", OPT_INT, &n_batch, 1, 1 << 20, "tokens per forward call"},
+        {"--chunks", "K", OPT_INT, &chunks, 0, 1 << 30, "chunks to score, 0 = the whole text"},
+        {"--json", "FILE", OPT_STR, &json, 0, 0, "also write the result as JSON"},
+        {"--force", NULL, OPT_FLAG, &force, 0, 0, "allow --ctx beyond the model's trained context"},
+    };
+    const cli_cmd cmd = {"ppl",
+                         "Perplexity of one cache config over a text, as llama.cpp's llama-perplexity computes it\n"
+                         "(non-overlapping chunks of --ctx tokens, the second half of each scored); progress on stderr.",
+                         NULL, NULL, 0, opts, CLI_COUNT(opts)};
+    int rc = cli_parse(&cmd, argc, argv), n_train;
+    if (rc != CLI_RUN) return rc;
+    if ((rc = cli_trained_ctx(model, &n_train)) || (rc = cli_check_ctx(n_train, n_ctx, force, "--ctx"))) return rc;
     kvs_llama *m;
     kvs_tokenizer *tk;
-    if (cli_load(model, &m, &tk)) return 1;
+    if (cli_load(model, &m, &tk)) return CLI_EXIT_RUNTIME;
     size_t len;
-    char *buf = cli_read_file(text, &len);
+    char *buf = NULL, name[128];
     int32_t *ids = NULL;
-    int n = 0, rc = 1;
+    int n = 0;
     kvs_cache *cache = NULL;
-    if (!buf) goto out;
+    cli_model_name(m, model, name, sizeof name);
+    if ((rc = cli_cache(m, "--cache", cfg, n_ctx, &cache))) goto out; /* a bad --cache before the slow part */
+    rc = CLI_EXIT_RUNTIME;
+    if (!(buf = cli_read_file(text, &len))) goto out;
     if (kvs_tokenize(tk, buf, len, &ids, &n) != KVS_OK) {
         fprintf(stderr, "kvslim: %s\n", kvs_last_error());
         goto out;
@@ -127,7 +176,6 @@ int cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "kvslim ppl: %d tokens in '%s' is less than one chunk of %d\n", n, text, n_ctx);
         goto out;
     }
-    if (!(cache = cli_cache(m, cfg, n_ctx))) goto out;
     fprintf(stderr, "kvslim ppl: %d tokens, %d chunks of %d, batch %d, cache %s\n", n, n_chunk, n_ctx, n_batch, cfg);
     kvs_ppl_acc acc = {0, 0, 0, 0};
     const double t0 = bench_now();
@@ -152,6 +200,9 @@ int cmd_ppl(int argc, char **argv) {
         }
         json_w j;
         json_begin(&j, f, '{');
+        json_str(&j, "model", model);
+        json_str(&j, "model_name", name);
+        json_str(&j, "model_file", cli_basename(model));
         json_str(&j, "cache", cfg);
         json_str(&j, "text", text);
         json_num(&j, "ctx", n_ctx);
@@ -165,7 +216,7 @@ int cmd_ppl(int argc, char **argv) {
         fputc('\n', f);
         fclose(f);
     }
-    rc = 0;
+    rc = CLI_EXIT_OK;
 out:
     kvs_cache_free(cache);
     free(ids);
@@ -199,39 +250,42 @@ static int sample(const float *lg, int V, float temp, unsigned long long *rng) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model = CLI_DEFAULT_MODEL, *prompt = NULL, *cfg = "fp32";
-    int n_gen = 64;
-    float temp = 0.0f;
-    unsigned long long seed = 42;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--model") && v) model = argv[++i];
-        else if (!strcmp(a, "--prompt") && v) prompt = argv[++i];
-        else if (!strcmp(a, "--cache") && v) cfg = argv[++i];
-        else if (!strcmp(a, "-n") && v) n_gen = atoi(argv[++i]);
-        else if (!strcmp(a, "--temp") && v) temp = (float)atof(argv[++i]);
-        else if (!strcmp(a, "--seed") && v) seed = strtoull(argv[++i], NULL, 10) | 1;
-        else {
-            fprintf(stderr, "usage: kvslim generate --prompt TEXT [--model M] [--cache CONFIG] [-n N] [--temp T] [--seed S]\n");
-            return 2;
-        }
-    }
-    if (!prompt || n_gen < 1 || n_gen > 100000 || !(temp >= 0.0f && temp < 100.0f)) {
-        fprintf(stderr, "kvslim generate: --prompt is required; -n in [1, 100000]; --temp in [0, 100)\n");
-        return 2;
-    }
+    int n_gen = 64, seed = 42, force = 0;
+    double temp = 0.0;
+    const cli_opt opts[] = {
+        {"--prompt", "TEXT", OPT_STR, &prompt, 0, 0, "text to continue (required)"},
+        {"--model", "FILE", OPT_STR, &model, 0, 0, "GGUF model, Llama architecture"},
+        {"--cache", "CONFIG", OPT_STR, &cfg, 0, 0, "cache config, see README \"Config grammar\""},
+        {"-n", "N", OPT_INT, &n_gen, 1, 100000, "tokens to generate"},
+        {"--temp", "T", OPT_NUM, &temp, 0, 100, "sampling temperature, 0 = greedy"},
+        {"--seed", "S", OPT_INT, &seed, 1, INT_MAX, "sampling seed"},
+        {"--force", NULL, OPT_FLAG, &force, 0, 0, "allow prompt + N beyond the model's trained context"},
+    };
+    const cli_cmd cmd = {"generate",
+                         "Continue a prompt with one cache config: streams the text to stdout, tokens/s on stderr.",
+                         NULL, NULL, 0, opts, CLI_COUNT(opts)};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_RUN) return rc;
+    if (!prompt) return cli_usage_error("--prompt is required");
+    unsigned long long rng = (unsigned long long)seed; /* xorshift state: nonzero, as --seed >= 1 */
     kvs_llama *m;
     kvs_tokenizer *tk;
-    if (cli_load(model, &m, &tk)) return 1;
+    if (cli_load(model, &m, &tk)) return CLI_EXIT_RUNTIME;
     int32_t *ids = NULL;
-    int n = 0, rc = 1;
+    int n = 0;
     kvs_cache *cache = NULL;
+    rc = CLI_EXIT_RUNTIME;
     const int V = kvs_llama_params(m)->n_vocab;
     float *lg = malloc(sizeof(float) * V);
     if (!lg || kvs_tokenize(tk, prompt, strlen(prompt), &ids, &n) != KVS_OK || n < 1) {
         fprintf(stderr, "kvslim generate: cannot tokenize the prompt (%s)\n", kvs_last_error());
         goto out;
     }
-    if (!(cache = cli_cache(m, cfg, n + n_gen))) goto out;
+    /* the prompt's length is known only now, so the trained context is checked after the load */
+    if ((rc = cli_check_ctx(kvs_llama_params(m)->n_ctx_train, (long)n + n_gen, force, "prompt + -n")) ||
+        (rc = cli_cache(m, "--cache", cfg, n + n_gen, &cache)))
+        goto out;
+    rc = CLI_EXIT_RUNTIME;
     const double t0 = bench_now();
     if (kvs_llama_forward(m, cache, ids, n, 0, n - 1, lg) != KVS_OK) {
         fprintf(stderr, "kvslim: %s\n", kvs_last_error());
@@ -241,7 +295,7 @@ int cmd_generate(int argc, char **argv) {
     fwrite(prompt, 1, strlen(prompt), stdout);
     int made = 0;
     for (; made < n_gen; made++) {
-        int32_t next = sample(lg, V, temp, &seed);
+        int32_t next = sample(lg, V, (float)temp, &rng);
         if (next == kvs_tokenizer_eos(tk)) break;
         char piece[256];
         const size_t pl = kvs_token_bytes(tk, next, piece, sizeof piece);
@@ -260,7 +314,7 @@ int cmd_generate(int argc, char **argv) {
     printf("\n");
     fprintf(stderr, "prompt: %d tokens, %.1f tokens/s; generated %d tokens, %.1f tokens/s; cache %s, %.3f bits/element\n",
             n, n / (t1 - t0), made, made > 1 ? (made - 1) / (t2 - t1) : 0.0, cfg, kvs_cache_bits_per_element(cache));
-    rc = 0;
+    rc = CLI_EXIT_OK;
 out:
     kvs_cache_free(cache);
     free(ids);

@@ -20,8 +20,10 @@ typedef struct {
 } sweep_row;
 
 /* "name:config;name:config;..." -- a bare config is its own name */
+/* q4_0 twice: as llama.cpp with LLAMA_ATTN_ROT_DISABLE=1, and as its default (Hadamard rotation) */
 static const char *k_default_configs =
-    "fp32;fp16;q8_0;q4_0;kivi-int4;kivi-int2;oscar-int4;oscar-int2;oscar-int2+jensen:oscar-int2,jensen=taylor";
+    "fp32;fp16;q8_0;q4_0;q4_0+rot:q4_0,rotate=hadamard;kivi-int4;kivi-int2;oscar-int4;oscar-int2;"
+    "oscar-int2+jensen:oscar-int2,jensen=taylor;oscar-int2+jensen+sinks4:oscar-int2,jensen=taylor,sinks=4";
 
 static int parse_list(const char *list, sweep_row *rows, int max) {
     int n = 0;
@@ -41,11 +43,12 @@ static int parse_list(const char *list, sweep_row *rows, int max) {
     return n;
 }
 
-static void write_svg(const char *path, const sweep_row *rows, int n, double ppl_fp32) {
+/* 0, or CLI_EXIT_RUNTIME when the file cannot be written */
+static int write_svg(const char *path, const sweep_row *rows, int n, double ppl_fp32) {
     FILE *f = fopen(path, "w");
     if (!f) {
         fprintf(stderr, "kvslim sweep: cannot write '%s'\n", path);
-        return;
+        return CLI_EXIT_RUNTIME;
     }
     const double W = 760, H = 480, L = 80, R = 30, T = 50, B = 60;
     double x0 = log2(2.0), x1 = log2(40.0), y0 = 1e30, y1 = -1e30;
@@ -94,57 +97,96 @@ static void write_svg(const char *path, const sweep_row *rows, int n, double ppl
     fprintf(f, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"");
     for (int a = 0; a < m; a++) fprintf(f, "%.1f,%.1f ", X(rows[order[a]].bits), Y(kvs_ppl_value(&rows[order[a]].acc)));
     fprintf(f, "\"/>\n");
+    /* labels: right of the point, else left, moved up or down until they clear the labels placed
+     * before them (boxes of ~6.6 px per character, 12 px high) */
+    double box[64][4];
+    int placed = 0;
     for (int i = 0; i < n; i++) {
-        const double x = X(rows[i].bits), y = Y(kvs_ppl_value(&rows[i].acc));
+        const double x = X(rows[i].bits), y = Y(kvs_ppl_value(&rows[i].acc)), w = 6.6 * (double)strlen(rows[i].name);
+        double lx = x + 6, ly = y - 6;
+        for (int t = 0; t < 24; t++) {
+            const double dy = (t / 2 % 2 ? 1 : -1) * 13.0 * (t / 4), cx = t % 2 ? x - 6 - w : x + 6, cy = y - 6 + dy;
+            int clash = 0;
+            for (int b = 0; b < placed && !clash; b++)
+                clash = cx < box[b][2] && box[b][0] < cx + w && cy - 11 < box[b][3] && box[b][1] < cy + 1;
+            if (!clash) {
+                lx = cx;
+                ly = cy;
+                break;
+            }
+        }
+        if (placed < 64) {
+            box[placed][0] = lx, box[placed][1] = ly - 11, box[placed][2] = lx + w, box[placed][3] = ly + 1;
+            placed++;
+        }
         fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/><text x=\"%.1f\" y=\"%.1f\">%s</text>\n", x, y,
-                strstr(rows[i].name, "oscar") ? "#d62728" : "#333", x + 6, y - 6 - 12 * (i % 2), rows[i].name);
+                strstr(rows[i].name, "oscar") ? "#d62728" : "#333", lx, ly, rows[i].name);
     }
     fprintf(f, "</svg>\n");
 #undef X
 #undef Y
-    fclose(f);
+    return fclose(f) ? CLI_EXIT_RUNTIME : 0;
 }
 
 int cmd_sweep(int argc, char **argv) {
     const char *model = CLI_DEFAULT_MODEL, *text = CLI_DEFAULT_TEXT, *list = k_default_configs, *out = "sweep";
-    int n_ctx = 1024, n_batch = 128, chunks = 8, full = 0, decode_steps = 32;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--model") && v) model = argv[++i];
-        else if (!strcmp(a, "--text") && v) text = argv[++i];
-        else if (!strcmp(a, "--configs") && v) list = argv[++i];
-        else if (!strcmp(a, "--ctx") && v) n_ctx = atoi(argv[++i]);
-        else if (!strcmp(a, "--batch") && v) n_batch = atoi(argv[++i]);
-        else if (!strcmp(a, "--chunks") && v) chunks = atoi(argv[++i]);
-        else if (!strcmp(a, "--decode") && v) decode_steps = atoi(argv[++i]);
-        else if (!strcmp(a, "--out") && v) out = argv[++i];
-        else if (!strcmp(a, "--full")) full = 1;
-        else {
-            fprintf(stderr, "usage: kvslim sweep [--model M] [--text FILE] [--ctx 1024] [--batch 128] [--chunks 8 | --full]\n"
-                            "                    [--configs 'name:cfg;cfg;...'] [--decode 32] [--out PREFIX]\n");
-            return 2;
-        }
-    }
-    if (n_ctx < 8 || n_ctx > (1 << 16) || n_batch < 1 || chunks < 1 || decode_steps < 0 || decode_steps > 4096) {
-        fprintf(stderr, "kvslim sweep: --ctx in [8, 65536], --batch >= 1, --chunks >= 1, --decode in [0, 4096]\n");
-        return 2;
-    }
+    int n_ctx = 1024, n_batch = 128, chunks = 8, full = 0, decode_steps = 32, force = 0;
+    const cli_opt opts[] = {
+        {"--model", "FILE", OPT_STR, &model, 0, 0, "GGUF model, Llama architecture"},
+        {"--text", "FILE", OPT_STR, &text, 0, 0, "UTF-8 text to score"},
+        {"--ctx", "N", OPT_INT, &n_ctx, 8, 1 << 16, "tokens per chunk, its second half scored"},
+        {"--batch", "N", OPT_INT, &n_batch, 1, 1 << 16, "tokens per forward call"},
+        {"--chunks", "K", OPT_INT, &chunks, 1, 1 << 30, "chunks to score"},
+        {"--full", NULL, OPT_FLAG, &full, 0, 0, "score the whole text (hours) instead of --chunks"},
+        {"--configs", "LIST", OPT_STR, &list, 0, 0,
+         "'name:config;config;...', at most 32, the first is the KL reference"},
+        {"--decode", "N", OPT_INT, &decode_steps, 0, 4096, "decode steps timed per config, 0 = none"},
+        {"--out", "PREFIX", OPT_STR, &out, 0, 0, "writes PREFIX.json and PREFIX.svg"},
+        {"--force", NULL, OPT_FLAG, &force, 0, 0, "allow --ctx + --decode beyond the model's trained context"},
+    };
+    const cli_cmd cmd = {"sweep",
+                         "The main job: perplexity, KL divergence against the first config, bits per element, KV\n"
+                         "memory at 8K and decode speed of a list of cache configs, chunk by chunk in lockstep.\n"
+                         "Prints a table, writes it as JSON and draws perplexity against bits per element (SVG).",
+                         NULL, NULL, 0, opts, CLI_COUNT(opts)};
+    int rc = cli_parse(&cmd, argc, argv), n_train;
+    if (rc != CLI_RUN) return rc;
     sweep_row rows[32];
     const int n_cfg = parse_list(list, rows, 32);
-    if (n_cfg < 1) {
-        fprintf(stderr, "kvslim sweep: bad --configs list\n");
-        return 2;
-    }
+    if (n_cfg < 1)
+        return cli_usage_error("--configs: '%s' is not a list of 1 to 32 'name:config' or 'config' items "
+                               "separated by ';' (names under 64 bytes)", list);
+    /* decoding continues past the chunk: those positions count too */
+    if ((rc = cli_trained_ctx(model, &n_train)) ||
+        (rc = cli_check_ctx(n_train, (long)n_ctx + decode_steps, force, "--ctx + --decode")))
+        return rc;
     kvs_llama *m;
     kvs_tokenizer *tk;
-    if (cli_load(model, &m, &tk)) return 1;
+    if (cli_load(model, &m, &tk)) return CLI_EXIT_RUNTIME;
     const kvs_llama_hparams *hp = kvs_llama_params(m);
     size_t len;
-    char *buf = cli_read_file(text, &len);
+    char *buf = NULL;
     int32_t *ids = NULL;
-    int n = 0, rc = 1;
-    float *ref = NULL;
-    if (!buf || kvs_tokenize(tk, buf, len, &ids, &n) != KVS_OK) {
+    int n = 0;
+    float *ref = NULL, *lg = NULL;
+    char name[128], label[320];
+    const char *file = cli_basename(model);
+    if (cli_model_name(m, model, name, sizeof name)) snprintf(label, sizeof label, "%s (%s)", name, file);
+    else snprintf(label, sizeof label, "%s", file);
+    /* the caches first: a config that is bad for this model fails before the slow part */
+    for (int c = 0; c < n_cfg; c++) {
+        if ((rc = cli_cache(m, "--configs", rows[c].cfg, n_ctx + decode_steps, &rows[c].cache))) goto out;
+        rc = CLI_EXIT_RUNTIME;
+        kvs_config kc = kvs_llama_cache_config(m, 8192);
+        size_t b8;
+        if (kvs_config_parse(&kc, rows[c].cfg) != KVS_OK || kvs_cache_bytes_for(&kc, 8192, &b8) != KVS_OK) {
+            fprintf(stderr, "kvslim sweep: %s: %s\n", rows[c].name, kvs_last_error());
+            goto out;
+        }
+        rows[c].bytes8k = (double)b8;
+        rows[c].bits = 8.0 * (double)b8 / (8192.0 * hp->n_layer * hp->n_head_kv * hp->head_dim * 2);
+    }
+    if (!(buf = cli_read_file(text, &len)) || kvs_tokenize(tk, buf, len, &ids, &n) != KVS_OK) {
         fprintf(stderr, "kvslim sweep: cannot read or tokenize '%s' (%s)\n", text, kvs_last_error());
         goto out;
     }
@@ -153,14 +195,6 @@ int cmd_sweep(int argc, char **argv) {
     if (n_chunk < 1) {
         fprintf(stderr, "kvslim sweep: %d tokens is less than one chunk of %d\n", n, n_ctx);
         goto out;
-    }
-    for (int c = 0; c < n_cfg; c++) {
-        if (!(rows[c].cache = cli_cache(m, rows[c].cfg, n_ctx + decode_steps))) goto out;
-        kvs_config kc = kvs_llama_cache_config(m, 8192);
-        size_t b8;
-        if (kvs_config_parse(&kc, rows[c].cfg) != KVS_OK || kvs_cache_bytes_for(&kc, 8192, &b8) != KVS_OK) goto out;
-        rows[c].bytes8k = (double)b8;
-        rows[c].bits = 8.0 * (double)b8 / (8192.0 * hp->n_layer * hp->n_head_kv * hp->head_dim * 2);
     }
     const size_t scored = (size_t)(n_ctx / 2 - 1);
     ref = malloc(scored * (size_t)hp->n_vocab * sizeof(float));
@@ -186,21 +220,29 @@ int cmd_sweep(int argc, char **argv) {
             cli_progress(what, (long)ch * n_cfg + c + 1, (long)n_chunk * n_cfg, t0);
         }
     /* decode speed: after the first chunk's context, one token at a time */
-    float *lg = malloc(sizeof(float) * hp->n_vocab);
-    for (int c = 0; lg && c < n_cfg && decode_steps > 0; c++) {
+    if (!(lg = malloc(sizeof(float) * hp->n_vocab))) {
+        fprintf(stderr, "kvslim sweep: out of memory for the logits\n");
+        goto out;
+    }
+    for (int c = 0; c < n_cfg && decode_steps > 0; c++) {
         kvs_cache_reset(rows[c].cache);
-        if (kvs_llama_forward(m, rows[c].cache, ids, n_ctx, 0, n_ctx - 1, lg) != KVS_OK) break;
+        if (kvs_llama_forward(m, rows[c].cache, ids, n_ctx, 0, n_ctx - 1, lg) != KVS_OK) {
+            fprintf(stderr, "kvslim sweep: decode %s: %s\n", rows[c].name, kvs_last_error());
+            goto out;
+        }
         const double ts = bench_now();
         for (int s = 0; s < decode_steps; s++) {
             int32_t tok = ids[n_ctx + s < n ? n_ctx + s : s];
-            if (kvs_llama_forward(m, rows[c].cache, &tok, 1, n_ctx + s, 0, lg) != KVS_OK) break;
+            if (kvs_llama_forward(m, rows[c].cache, &tok, 1, n_ctx + s, 0, lg) != KVS_OK) {
+                fprintf(stderr, "kvslim sweep: decode %s: %s\n", rows[c].name, kvs_last_error());
+                goto out;
+            }
         }
         rows[c].decode_tps = decode_steps / (bench_now() - ts);
     }
-    free(lg);
     const double p0 = kvs_ppl_value(&rows[0].acc);
-    printf("\nkvslim sweep: SmolLM2-135M-Instruct Q4_1, %s, ctx %d (second half scored), %d chunks, %ld scored tokens\n",
-           text, n_ctx, n_chunk, rows[0].acc.count);
+    printf("\nkvslim sweep: %s, %s, ctx %d (second half scored), %d chunks, %ld scored tokens\n", label, text, n_ctx,
+           n_chunk, rows[0].acc.count);
     printf("| config | bits/elem | KV MiB @8K | PPL | vs %s | mean KL | decode tok/s |\n", rows[0].name);
     printf("|---|---:|---:|---:|---:|---:|---:|\n");
     for (int c = 0; c < n_cfg; c++) {
@@ -216,6 +258,8 @@ int cmd_sweep(int argc, char **argv) {
         json_w j;
         json_begin(&j, f, '{');
         json_str(&j, "model", model);
+        json_str(&j, "model_name", name);
+        json_str(&j, "model_file", file);
         json_str(&j, "text", text);
         json_num(&j, "ctx", n_ctx);
         json_num(&j, "batch", n_batch);
@@ -240,17 +284,18 @@ int cmd_sweep(int argc, char **argv) {
         json_end(&j, ']');
         json_end(&j, '}');
         fputc('\n', f);
-        fclose(f);
-        fprintf(stderr, "wrote %s\n", path);
-    } else {
-        fprintf(stderr, "kvslim sweep: cannot write '%s'\n", path);
     }
+    /* the table is printed either way; a file that could not be written is still a failed run */
+    int wrote = f && !fclose(f);
+    if (wrote) fprintf(stderr, "wrote %s\n", path);
+    else fprintf(stderr, "kvslim sweep: cannot write '%s'\n", path);
     snprintf(path, sizeof path, "%s.svg", out);
-    write_svg(path, rows, n_cfg, p0);
-    fprintf(stderr, "wrote %s (%.0f s in all)\n", path, bench_now() - t0);
-    rc = 0;
+    if (write_svg(path, rows, n_cfg, p0) == 0) fprintf(stderr, "wrote %s (%.0f s in all)\n", path, bench_now() - t0);
+    else wrote = 0;
+    rc = wrote ? CLI_EXIT_OK : CLI_EXIT_RUNTIME;
 out:
     for (int c = 0; c < n_cfg; c++) kvs_cache_free(rows[c].cache);
+    free(lg);
     free(ref);
     free(ids);
     free(buf);

@@ -7,68 +7,102 @@
 #include "cli.h"
 #include "kvslim.h"
 
-static int usage(void) {
-    fprintf(stderr,
-            "kvslim %d.%d.%d — compressed KV cache with fused attention\n"
-            "usage:\n"
-            "  kvslim sweep [--ctx 1024] [--chunks 8 | --full] [--configs 'name:cfg;cfg;...'] [--out PREFIX]\n"
-            "  kvslim ppl [--model M] [--text FILE] [--ctx 512] [--batch 128] [--chunks K] [--cache CONFIG] [--json OUT]\n"
-            "  kvslim generate --prompt TEXT [--cache CONFIG] [-n 64] [--temp 0]\n"
-            "  kvslim bench attention [--tokens 1024,4096,16384,65536] [--reps N] [--threads N]\n"
-            "                         [--kernels auto|ref|avx2] [--json]\n"
-            "  kvslim bench bandwidth [--threads N]\n"
-            "  kvslim info CONFIG [--tokens N]   canonical config, bytes and bits per element at N tokens\n"
-            "  kvslim version\n",
-            KVSLIM_VERSION_MAJOR, KVSLIM_VERSION_MINOR, KVSLIM_VERSION_PATCH);
-    return 2;
-}
-
 static int cmd_info(int argc, char **argv) {
-    if (argc < 1) return usage();
-    long long tokens = 8192;
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = atoll(argv[++i]);
-        else return usage();
+    const char *text = NULL;
+    int tokens = 8192;
+    const cli_opt opts[] = {
+        {"--tokens", "N", OPT_INT, &tokens, 1, 1 << 28, "cache length the bytes are counted at"},
+    };
+    const cli_cmd cmd = {"info",
+                         "Canonical form of a cache CONFIG (README, \"Config grammar\") and its bytes and bits per\n"
+                         "element at N tokens, on SmolLM2-135M's shapes unless the config sets layers=, heads=, ...",
+                         "CONFIG", &text, 1, opts, CLI_COUNT(opts)};
+    const int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_RUN) return rc;
     kvs_config cfg = kvs_config_default();
-    if (kvs_config_parse(&cfg, argv[0]) != KVS_OK) {
-        fprintf(stderr, "kvslim: %s\n", kvs_last_error());
-        return 2;
-    }
-    if (tokens < 1 || tokens > (1 << 28)) {
-        fprintf(stderr, "kvslim: --tokens must be in [1, 2^28]\n");
-        return 2;
-    }
-    if (tokens > cfg.max_tokens) cfg.max_tokens = (int)tokens;
+    if (kvs_config_parse(&cfg, text) != KVS_OK) return cli_usage_error("CONFIG '%s': %s", text, kvs_last_error());
+    if (tokens > cfg.max_tokens) cfg.max_tokens = tokens;
     size_t bytes = 0;
     if (kvs_cache_bytes_for(&cfg, tokens, &bytes) != KVS_OK) {
-        fprintf(stderr, "kvslim: %s\n", kvs_last_error());
-        return 1;
+        fprintf(stderr, "kvslim info: %s\n", kvs_last_error());
+        return CLI_EXIT_RUNTIME;
     }
     char buf[256];
     kvs_config_format(&cfg, buf, sizeof buf);
     const double elems = (double)tokens * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2;
     printf("config: %s\nshapes: %d layers, %d heads, %d KV heads, head_dim %d\n", buf, cfg.n_layers, cfg.n_heads,
            cfg.n_kv_heads, cfg.head_dim);
-    printf("at %lld tokens: %zu bytes, %.4f bits per element (fp32 would be %.0f bytes)\n", tokens, bytes,
+    printf("at %d tokens: %zu bytes, %.4f bits per element (fp32 would be %.0f bytes)\n", tokens, bytes,
            8.0 * (double)bytes / elems, elems * 4);
-    return 0;
+    return CLI_EXIT_OK;
 }
 
-int main(int argc, char **argv) {
-    if (argc < 2) return usage();
-    if (!strcmp(argv[1], "bench") && argc >= 3) {
-        if (!strcmp(argv[2], "attention")) return bench_attention_main(argc - 3, argv + 3);
-        if (!strcmp(argv[2], "bandwidth")) return bench_bandwidth_main(argc - 3, argv + 3);
-        return usage();
-    }
-    if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "sweep")) return cmd_sweep(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "ppl")) return cmd_ppl(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "version")) {
-        printf("kvslim %d.%d.%d (kernels: %s)\n", KVSLIM_VERSION_MAJOR, KVSLIM_VERSION_MINOR, KVSLIM_VERSION_PATCH,
-               kvs_kernels());
-        return 0;
-    }
-    return usage();
+static int cmd_version(int argc, char **argv) {
+    const cli_cmd cmd = {"version", "Version and the attention kernels in use.", NULL, NULL, 0, NULL, 0};
+    const int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_RUN) return rc;
+    printf("kvslim %d.%d.%d (kernels: %s)\n", KVSLIM_VERSION_MAJOR, KVSLIM_VERSION_MINOR, KVSLIM_VERSION_PATCH,
+           kvs_kernels());
+    return CLI_EXIT_OK;
 }
+
+typedef struct {
+    const char *name, *about;
+    int (*run)(int argc, char **argv);
+} command;
+
+static const command k_commands[] = {
+    {"sweep", "the main job: perplexity, KL, memory and decode speed of a list of cache configs", cmd_sweep},
+    {"ppl", "perplexity of one cache config over a text", cmd_ppl},
+    {"generate", "continue a prompt with one cache config", cmd_generate},
+    {"info", "canonical form, bytes and bits per element of a cache config", cmd_info},
+    {"bench attention", "decode attention speed per cache config and length, against the roofline",
+     bench_attention_main},
+    {"bench bandwidth", "streaming read bandwidth of this machine", bench_bandwidth_main},
+    {"version", "version and the attention kernels in use", cmd_version},
+};
+
+static void print_commands(void) {
+    printf("kvslim %d.%d.%d — compressed KV cache with fused attention\n\n"
+           "usage: kvslim COMMAND [options]\n"
+           "       kvslim COMMAND --help    (or kvslim help COMMAND) for a command's options and defaults\n\n"
+           "commands:\n",
+           KVSLIM_VERSION_MAJOR, KVSLIM_VERSION_MINOR, KVSLIM_VERSION_PATCH);
+    for (int i = 0; i < CLI_COUNT(k_commands); i++) printf("  %-17s %s\n", k_commands[i].name, k_commands[i].about);
+    printf("  %-17s %s\n\n", "help [COMMAND]", "this list, or a command's options");
+    cli_print_exit_codes(stdout);
+}
+
+static int is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
+
+static int dispatch(int argc, char **argv) {
+    if (argc < 2) return cli_usage_error("missing command");
+    if (is_help(argv[1])) {
+        print_commands();
+        return CLI_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "help")) {
+        if (argc == 2) {
+            print_commands();
+            return CLI_EXIT_OK;
+        }
+        /* "kvslim help bench attention" is "kvslim bench attention --help" */
+        char *again[4] = {argv[0], argv[2], "--help", "--help"};
+        if (argc > 3) again[2] = argv[3];
+        return dispatch(argc > 3 ? 4 : 3, again);
+    }
+    /* "bench" takes the benchmark's name as a second word */
+    const int words = !strcmp(argv[1], "bench") ? 2 : 1;
+    if (argc < 1 + words) return cli_usage_error("bench: missing benchmark name (attention or bandwidth)");
+    if (words == 2 && is_help(argv[2])) {
+        print_commands();
+        return CLI_EXIT_OK;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%s%s%s", argv[1], words == 2 ? " " : "", words == 2 ? argv[2] : "");
+    for (int i = 0; i < CLI_COUNT(k_commands); i++)
+        if (!strcmp(k_commands[i].name, name)) return k_commands[i].run(argc - 1 - words, argv + 1 + words);
+    return cli_usage_error("unknown command '%s'", name);
+}
+
+int main(int argc, char **argv) { return dispatch(argc, argv); }

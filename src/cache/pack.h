@@ -1,0 +1,14 @@
+/* From fp32 tokens to a group block: rotation, OScaR norm, quantization. Append and the chunk
+ * view (cache/view.c) both go through these, so a group quantized ahead of time for a chunk is
+ * bit-identical to the one append stores. */
+#ifndef KVS_CACHE_PACK_H
+#define KVS_CACHE_PACK_H
+#include "cache.h"
+
+/* G tokens of every KV head into fresh blocks[h] (zeroed) and, with scale=token, their norms[G].
+ * k, v: [n_kv][G][d], raw basis; overwritten (rotated and normalized in place). */
+void kvs__pack_group(const struct kvs_cache *c, float *k, float *v, uint8_t *const *blocks, float *norm);
+/* One token of every KV head into row `row` of blocks[h] (per-token key types only), its norm into
+ * norm[row]. k, v: [n_kv][d], overwritten. */
+void kvs__pack_token(const struct kvs_cache *c, float *k, float *v, uint8_t *const *blocks, int row, float *norm);
+#endif

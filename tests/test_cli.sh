@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Strict command-line input (issue #6): bad invocations exit 2 with a message naming the option,
+# --help exits 0 for every command. Every case fails at argument parsing (or, for the trained
+# context, on the GGUF header), so none runs an evaluation. Usage: tests/test_cli.sh path/to/kvslim
+set -u
+bin=${1:?usage: test_cli.sh path/to/kvslim}
+root=$(cd "$(dirname "$0")/.." && pwd)
+model=$root/models/SmolLM2-135M-Instruct.Q4_1.gguf
+pass=0 fail=0
+
+# expect CODE PATTERN ARGS...: exit status CODE and PATTERN (grep -E) in stdout+stderr
+expect() {
+    local code=$1 pattern=$2 out rc
+    shift 2
+    out=$(timeout 20 "$bin" "$@" 2>&1)
+    rc=$?
+    if [ "$rc" -eq "$code" ] && grep -qE -- "$pattern" <<<"$out"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        printf 'FAIL: kvslim %s\n  want exit %s and /%s/, got exit %s:\n%s\n' "$*" "$code" "$pattern" "$rc" "$out"
+    fi
+}
+
+# usage errors: exit 2, the option and the bad value named
+expect 2 "--chunks: 'abc' is not an integer" ppl --chunks abc
+expect 2 "--chunks: '5x' is not an integer" ppl --chunks 5x
+expect 2 "--chunks: '' is not an integer" ppl --chunks ''
+expect 2 "--chunks: -2 is out of range" ppl --chunks -2
+expect 2 "--ctx: -1 is out of range \[8, 1048576\]" ppl --ctx -1
+expect 2 "--ctx: 99999999999 is out of range" ppl --ctx 99999999999
+expect 2 "--ctx: 3 is out of range" ppl --ctx 3
+expect 2 "--batch: '1.5' is not an integer" ppl --batch 1.5
+expect 2 "unknown option '--bogus'" ppl --bogus
+expect 2 "--chunks needs a value" ppl --chunks
+expect 2 "unexpected argument 'extra'" ppl extra
+expect 2 "--model: empty value" ppl --model ''
+expect 2 "--decode: '1e3' is not an integer" sweep --decode 1e3
+expect 2 "--chunks: 0 is out of range" sweep --chunks 0
+expect 2 "--configs: " sweep --configs ';;'
+expect 2 "--tokens: 0 is out of range" info oscar-int2 --tokens 0
+expect 2 "missing CONFIG" info
+expect 2 "CONFIG 'nonsense'" info nonsense
+expect 2 "unexpected argument 'fp16'" info fp32 fp16
+expect 2 "--tokens: 'abc' is not an integer" bench attention --tokens 1024,abc
+expect 2 "--tokens: '' is not an integer" bench attention --tokens 1024,,4096
+expect 2 "--tokens: .* more than 8 values" bench attention --tokens 1,2,3,4,5,6,7,8,9
+expect 2 "--reps: 0 is out of range" bench attention --reps 0
+expect 2 "--kernels: " bench attention --kernels bogus
+expect 2 "--threads: -1 is out of range" bench bandwidth --threads -1
+expect 2 "-n: -3 is out of range" generate -n -3 --prompt hi
+expect 2 "--temp: 'nan' is not a finite number" generate --temp nan --prompt hi
+expect 2 "--temp: 'inf' is not a finite number" generate --temp inf --prompt hi
+expect 2 "--temp: 1e999 is out of range" generate --temp 1e999 --prompt hi
+expect 2 "--prompt is required" generate -n 4
+expect 2 "unknown command 'bogus'" bogus
+expect 2 "unknown command 'bench bogus'" bench bogus
+expect 2 "missing benchmark name" bench
+expect 2 "missing command"
+expect 2 "unexpected argument 'x'" version x
+# the hint names the command's help
+expect 2 "try 'kvslim ppl --help'" ppl --chunks abc
+expect 2 "try 'kvslim bench attention --help'" bench attention --bogus
+
+# help: stdout, exit 0, options with defaults and ranges, the exit codes
+expect 0 "--ctx N .*in \[8, 1048576\] \(default 512\)" ppl --help
+expect 0 "--decode N .*\(default 32\)" sweep -h
+expect 0 "--temp T" generate --help
+expect 0 "--tokens N" info --help
+expect 0 "--tokens N,N" bench attention --help
+expect 0 "--threads N" bench bandwidth --help
+expect 0 "usage: kvslim version" version --help
+expect 0 "usage: kvslim ppl" help ppl
+expect 0 "usage: kvslim bench attention" help bench attention
+expect 0 "2 usage error" --help
+expect 0 "bench attention" help
+expect 0 "usage: kvslim ppl" ppl --chunks abc --help
+expect 0 "^kvslim [0-9]+\.[0-9]+\.[0-9]+" version
+
+# the trained context (8192 for the bundled model) is read from the GGUF header: no model load
+if [ -f "$model" ]; then
+    expect 2 "trained for 8192 tokens" ppl --ctx 16384
+    expect 2 "trained for 8192 tokens" sweep --ctx 8192
+else
+    echo "test_cli: $model absent, skipping the trained-context cases"
+fi
+
+echo "test_cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
