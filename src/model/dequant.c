@@ -1,4 +1,4 @@
-/* ggml block decoders (layouts in ggml-common.h; see ../shared reference section 5), used to turn
+/* ggml block decoders (layouts in ggml-common.h; docs/engine.md section 3), used to turn
  * GGUF weights into fp32 at load time. One function per type, plain C. */
 #include <math.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* Perplexity with llama-perplexity's protocol (shared reference, section 7), and KL divergence of
+/* Perplexity with llama-perplexity's protocol (docs/engine.md, section 6), and KL divergence of
  * the next-token distribution against a reference run. */
 #include <math.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
-/* Byte-level BPE as llama.cpp applies it to GPT-2-style vocabularies (see the shared reference,
- * section 6): pre-tokenize (digits one by one for smollm, then the GPT-2 pattern), map bytes to
+/* Byte-level BPE as llama.cpp applies it to GPT-2-style vocabularies (docs/engine.md,
+ * section 4): pre-tokenize (digits one by one for smollm, then the GPT-2 pattern), map bytes to
  * printable code points, merge adjacent pairs by rank (lowest first, leftmost on ties). */
 #include <stdlib.h>
 #include <string.h>
@@ -284,7 +284,7 @@ static int bpe_piece(const kvs_tokenizer *t, const uint32_t *cp, int n, idvec *o
     return 1;
 }
 
-/* GPT-2 pattern over one digit-free (or digit-only) piece: see the shared reference, step 2. */
+/* GPT-2 pattern over one digit-free (or digit-only) piece: docs/engine.md, section 4, step 2. */
 static int gpt2_split(const kvs_tokenizer *t, const uint32_t *cp, int n, idvec *out, int32_t *sym) {
     int i = 0;
     while (i < n) {
