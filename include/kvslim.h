@@ -21,6 +21,13 @@
  *   sinks, so the cache never depends on how tokens were chunked; stored tokens are never
  *   re-quantized.
  *
+ * Eviction (HeatKV and its baselines, docs/methods/heatkv.md)
+ *   With cfg.evict set, each (layer, KV head) stream drops whole blocks of old quantized tokens so
+ *   that the cache holds at most budget * n_layers * n_kv_heads * max_tokens token slots. Which
+ *   block goes when is fixed at kvs_cache_create (from the calibration for heatkv=); a dropped
+ *   block's memory is freed at the append that reaches its time, and attention is the exact
+ *   softmax over what is left. Sinks and the window are never dropped.
+ *
  * Decode-faithful attention
  *   Query i of a chunk (position P = cached tokens + i) sees exactly what token-by-token decoding
  *   would show it: the cache after P appends (the chunk's earlier tokens included, compressed if
@@ -39,6 +46,9 @@
  *   keys:    k v (fp32|fp16|q8_0|q4_0|int2|int3|int4|int8)  group  window  sinks
  *            rotate (none|hadamard)  scale (none|token)  jensen (off|taylor|exact)  lambda
  *            self (exact|cache)  layers heads kv_heads head_dim max_tokens threads tau
+ *            heatkv (block|head|prop|greedy)  evict (none|uniform|random)  budget (0 < f <= 1)
+ *            agg (mean|max)  seed
+ *   (calib=PATH is the command line's: the library takes a loaded handle in cfg.calib.)
  *   Later items override earlier ones. Unknown keys and bad values are errors naming the offset.
  *   The methods are documented in docs/methods/ (oscar.md, jensen.md, baselines.md).
  *
@@ -121,6 +131,21 @@ typedef enum { KVS_JENSEN_OFF = 0, KVS_JENSEN_TAYLOR = 1, KVS_JENSEN_EXACT = 2 }
 /* How a query sees its own token: at full precision (kvslim's default), or as the cache stores it
  * (llama.cpp and most engines store the token before attending). Differs only when the window is 0. */
 typedef enum { KVS_SELF_EXACT = 0, KVS_SELF_CACHE = 1 } kvs_self;
+/* Which whole blocks of old tokens a (layer, KV head) stream drops to stay within cfg.budget
+ * (docs/methods/heatkv.md). Sinks and the window are always kept. The heatkv variants need a
+ * calibration (cfg.calib); the baselines do not. */
+typedef enum {
+    KVS_EVICT_NONE = 0,
+    KVS_EVICT_UNIFORM = 1,      /* every head keeps sinks + the same number of newest tokens (StreamingLLM) */
+    KVS_EVICT_RANDOM = 2,       /* heatkv=block's schedule with random rankings (control) */
+    KVS_EVICT_HEATKV_BLOCK = 3, /* one ranking of (layer, head) per source block, by calibrated attention mass */
+    KVS_EVICT_HEATKV_HEAD = 4,  /* one ranking by far-context mass: far heads keep all, others sinks + window */
+    KVS_EVICT_HEATKV_PROP = 5,  /* per-head budgets proportional to far-context mass, oldest blocks first */
+    KVS_EVICT_HEATKV_GREEDY = 6 /* per-head budgets that keep the most calibrated mass (by distance), oldest first */
+} kvs_evict;
+typedef enum { KVS_AGG_MEAN = 0, KVS_AGG_MAX = 1 } kvs_agg; /* over the query heads of a KV head */
+/* A loaded calibration (kvs_calib_load): per-head statistics measured on one model. Opaque. */
+typedef struct kvs_calib kvs_calib;
 
 /* Facts about a storage type (the traits table). */
 typedef struct {
@@ -147,6 +172,11 @@ typedef struct {
     float tau;           /* softmax scale; 0 = 1/sqrt(head_dim) */
     int n_threads;       /* 0 = all available */
     kvs_self self;       /* the query's own token: exact (default) or as stored */
+    kvs_evict evict;     /* eviction policy; NONE keeps every token */
+    float budget;        /* with evict: token slots kept, as a fraction of n_layers * n_kv_heads * max_tokens */
+    kvs_agg agg;         /* heatkv: statistic aggregated over a KV head's query heads by mean or max */
+    unsigned seed;       /* evict=random: seed of the rankings */
+    const kvs_calib *calib; /* heatkv: calibration of this model (not owned; must outlive the cache) */
 } kvs_config;
 
 /* Defaults: SmolLM2-135M shapes (30 layers, 9 heads, 3 KV heads, 64), 8192 tokens, fp32, G=32, W=0. */
@@ -198,18 +228,57 @@ KVS_API KVS_NODISCARD kvs_status kvs_cache_append(kvs_cache *c, int layer, int n
 KVS_API KVS_NODISCARD kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q,
                                             const float *k, const float *v, float *out);
 
-/* Tokens held by `layer` (sinks + groups + window). -1 for a bad argument. */
+/* Tokens appended to `layer` (sinks + groups + window, evicted blocks included: the position of the
+ * next token). -1 for a bad argument. */
 KVS_API int kvs_cache_tokens(const kvs_cache *c, int layer);
 
 /* Memory, exact: payload bytes allocated by the cache right now (codes, scales, offsets, norms,
  * window and sink buffers, block tables). */
 KVS_API size_t kvs_cache_bytes(const kvs_cache *c);
-/* Bits per cached element: 8 * bytes / (tokens * layers * kv_heads * head_dim * 2); 0 if empty. */
+/* Bits per cached element: 8 * bytes / (tokens * layers * kv_heads * head_dim * 2); 0 if empty.
+ * With eviction, tokens counts those appended, so this is the effective rate against a full cache. */
 KVS_API double kvs_cache_bits_per_element(const kvs_cache *c);
 /* Bytes the cache would hold after n_tokens appended to every layer, before creating it.
  * @return KVS_OK or KVS_ERR_CONFIG / KVS_ERR_ARG / KVS_ERR_NOMEM (overflow). */
 KVS_API KVS_NODISCARD kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens,
                                                      size_t *bytes);
+
+/* Calibration files (docs/calibration.md): written by `kvslim calibrate`, loaded explicitly (the
+ * library never opens a file on its own). Every corruption (magic, version, truncation, checksum,
+ * shapes, rankings that are not permutations, statistics out of range) is KVS_ERR_FORMAT or
+ * KVS_ERR_UNSUPPORTED with kvs_last_error() naming the class.
+ * @return KVS_OK, KVS_ERR_ARG, KVS_ERR_IO, KVS_ERR_FORMAT, KVS_ERR_UNSUPPORTED, KVS_ERR_NOMEM. */
+KVS_API KVS_NODISCARD kvs_status kvs_calib_load(const char *path, kvs_calib **out);
+KVS_API KVS_NODISCARD kvs_status kvs_calib_load_mem(const void *data, size_t size, kvs_calib **out);
+KVS_API void kvs_calib_free(kvs_calib *cal); /* NULL is a no-op */
+/* The model the calibration was measured on: its name and a hash of its weights (the tool compares
+ * them with the model it runs before applying a file). */
+KVS_API const char *kvs_calib_model(const kvs_calib *cal, uint64_t *model_hash);
+/* Building one from statistics measured by any engine (kvslim calibrate is one such engine). */
+typedef struct {
+    const char *model;   /* name, at most 63 bytes kept */
+    uint64_t model_hash;
+    int n_layers, n_heads, n_kv_heads, head_dim;
+    int block;           /* tokens per source block (a multiple of 8) */
+    int sinks, window;   /* positions before block 0; query window excluded from the statistic */
+    int ctx;             /* context of the calibration texts */
+    int n_blocks;        /* source blocks measured: n_blocks * block + sinks <= ctx */
+    int n_texts;         /* calibration texts averaged */
+} kvs_calib_heat_desc;
+/* mass[2][n_layers][n_kv_heads][n_blocks][n_blocks]: for aggregation a (0 mean, 1 max over the KV
+ * head's query heads), the attention mass the queries of block t put on block s, averaged over
+ * the nq[t][s] queries of t that see s outside their window (mass 0 where nq is 0). Rankings are
+ * derived here. @return KVS_OK, KVS_ERR_ARG (shapes), KVS_ERR_FORMAT (a mass outside [0, 1]),
+ * KVS_ERR_NOMEM. */
+KVS_API KVS_NODISCARD kvs_status kvs_calib_heat_new(const kvs_calib_heat_desc *desc, const double *mass,
+                                                    const uint32_t *nq, kvs_calib **out);
+/* @return KVS_OK, KVS_ERR_ARG, KVS_ERR_IO, KVS_ERR_NOMEM. */
+KVS_API KVS_NODISCARD kvs_status kvs_calib_save(const kvs_calib *cal, const char *path);
+
+/* Bytes of one (layer, KV head) stream right now: its group blocks, their share of the OScaR norms
+ * (a norm row shared by k live streams counts 1/k to each, rounded down), sinks and window.
+ * Sum over streams <= kvs_cache_bytes (the rest: tables and the cache struct). */
+KVS_API size_t kvs_cache_stream_bytes(const kvs_cache *c, int layer, int kv_head);
 
 /* Kernel variant in use: "avx2" or "ref". kvs_set_kernels("ref") forces the scalar reference
  * (tests and benchmarks); "auto" restores the default: the best the CPU supports, or "ref" when

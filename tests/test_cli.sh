@@ -40,7 +40,18 @@ expect 2 "--chunks: 0 is out of range" sweep --chunks 0
 expect 2 "--configs: " sweep --configs ';;'
 expect 2 "--tokens: 0 is out of range" info oscar-int2 --tokens 0
 expect 2 "missing CONFIG" info
-expect 2 "CONFIG 'nonsense'" info nonsense
+expect 2 "CONFIG: 'nonsense'" info nonsense
+# eviction and calibration files (calib=PATH is the tool's; the library takes a loaded handle)
+expect 2 "heatkv needs a calibration" info "oscar-int2,heatkv=block,budget=0.5"
+expect 1 "calib=/no/such.kvcal: calib: cannot open" info "oscar-int2,heatkv=block,budget=0.5,calib=/no/such.kvcal"
+expect 2 "bad magic" info "oscar-int2,heatkv=block,budget=0.5,calib=$0"
+expect 2 "calibration measured on 1 layers" info "oscar-int2,heatkv=block,budget=0.5,calib=$root/fuzz/corpus/calib/seed0.kvcal"
+expect 2 "calib= given twice" info "oscar-int2,calib=a,calib=b"
+expect 2 "budget=0.01 keeps 81 token slots per head, below the 163" info "oscar-int2,sinks=4,evict=uniform,budget=0.01"
+expect 0 "at 8192 tokens: [0-9]+ bytes, 1\.3[0-9]+ bits per element" info "oscar-int2,evict=uniform,budget=0.25"
+expect 2 "--out FILE is required" calibrate heatkv
+expect 2 "missing method name" calibrate
+expect 2 "--block: 12 is not a multiple of 8" calibrate heatkv --out x --block 12
 expect 2 "unexpected argument 'fp16'" info fp32 fp16
 expect 2 "--tokens: 'abc' is not an integer" bench attention --tokens 1024,abc
 expect 2 "--tokens: '' is not an integer" bench attention --tokens 1024,,4096
@@ -70,6 +81,7 @@ expect 0 "--tokens N" info --help
 expect 0 "--tokens N,N" bench attention --help
 expect 0 "--threads N" bench bandwidth --help
 expect 0 "usage: kvslim version" version --help
+expect 0 "usage: kvslim calibrate heatkv" calibrate heatkv --help
 expect 0 "usage: kvslim ppl" help ppl
 expect 0 "usage: kvslim bench attention" help bench attention
 expect 0 "2 usage error" --help

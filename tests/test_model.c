@@ -235,6 +235,90 @@ static void test_batch_invariance(kvs_llama *m, const kvs_tokenizer *tk, const c
     free(ids);
 }
 
+/* HeatKV end to end on the real model: calibrate on a slice of the book the other tests never
+ * score, check the file names this model, then evict with it: decode-faithful (batch 96 and batch 1
+ * give the same bits in batch-invariant mode), memory really smaller, KL finite and above 0. */
+static kvs_ppl_acc run_chunk_cal(kvs_llama *m, const int32_t *ids, const char *cfg, const kvs_calib *cal, int ctx, int batch,
+                                 float *logp, const float *ref, size_t *bytes) {
+    kvs_config cc = kvs_llama_cache_config(m, ctx);
+    cc.calib = cal;
+    kvs_cache *c = NULL;
+    kvs_ppl_acc a = {0, 0, 0, 0};
+    CHECK_OK(kvs_config_parse(&cc, cfg));
+    CHECK_OK(kvs_cache_create(&cc, &c));
+    if (c) CHECK_OK(kvs_ppl_chunk(m, c, ids, ctx, batch, -1, logp, ref, &a));
+    if (bytes) *bytes = kvs_cache_bytes(c);
+    kvs_cache_free(c);
+    return a;
+}
+
+static void test_heatkv(kvs_llama *m, const kvs_tokenizer *tk, const char *text_path) {
+    enum { CAL_CTX = 384, CTX = 512 };
+    const kvs_llama_hparams *hp = kvs_llama_params(m);
+    FILE *f = fopen(text_path, "rb");
+    static char buf[16384];
+    size_t len = 0;
+    if (f && fseek(f, 600000, SEEK_SET) == 0) len = fread(buf, 1, sizeof buf, f); /* the book's second half */
+    if (f) fclose(f);
+    int32_t *cal_ids = NULL, *ids = text_tokens(tk, text_path, CTX);
+    int n = 0;
+    CHECK_OK(kvs_tokenize(tk, buf, len, &cal_ids, &n));
+    CHECK(n >= CAL_CTX, "calibration slice: %d tokens", n);
+    kvs_heat_stats *st = NULL;
+    kvs_calib *cal = NULL;
+    kvs_cache *c = NULL;
+    kvs_config cc = kvs_llama_cache_config(m, CAL_CTX);
+    CHECK_OK(kvs_heat_stats_new(hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim, CAL_CTX, 32, 4, 32, &st));
+    CHECK_OK(kvs_cache_create(&cc, &c));
+    if (!st || !c || !ids || n < CAL_CTX) goto out;
+    kvs_heat_stats_begin(st);
+    kvs_llama_set_observer(m, kvs_heat_observe, st);
+    for (int p = 0; p < CAL_CTX; p += 128) CHECK_OK(kvs_llama_forward(m, c, cal_ids + p, 128, p, 128, NULL));
+    kvs_llama_set_observer(m, NULL, NULL);
+    CHECK_OK(kvs_heat_stats_finish(st, "test", kvs_llama_identity(m), &cal));
+    if (!cal) goto out;
+    uint64_t h;
+    kvs_calib_model(cal, &h);
+    CHECK(h == kvs_llama_identity(m), "calibration identity");
+
+    const int V = hp->n_vocab, rows = CTX / 2 - 1;
+    float *ref = malloc(sizeof(float) * rows * V), *b = malloc(sizeof(float) * rows * V);
+    size_t full = 0, pruned = 0;
+    run_chunk_cal(m, ids, "fp32,sinks=4,window=32", NULL, CTX, 128, ref, NULL, &full);
+    static const char *cfgs[] = {"fp32,sinks=4,window=32,evict=uniform,budget=0.5",
+                                 "fp32,sinks=4,window=32,heatkv=block,budget=0.5",
+                                 "fp32,sinks=4,window=32,heatkv=prop,budget=0.5",
+                                 "oscar-int2,jensen=taylor,sinks=4,window=32,heatkv=head,budget=0.5"};
+    for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {
+        const kvs_ppl_acc a = run_chunk_cal(m, ids, cfgs[i], cal, CTX, 128, NULL, ref, &pruned);
+        const double kl = a.kl / (double)a.count;
+        printf("%-66s PPL %.4f, KL %.5f, %zu bytes (fp32 %zu)\n", cfgs[i], kvs_ppl_value(&a), kl, pruned, full);
+        CHECK(isfinite(kl) && kl > 0.0 && kl < 1.0, "%s: KL %g", cfgs[i], kl);
+        CHECK(pruned < full * 6 / 10, "%s: %zu bytes, fp32 cache %zu", cfgs[i], pruned, full);
+    }
+    /* decode-faithful under eviction: blocks dropped inside a chunk hide from the right queries */
+    static const char *inv[] = {"oscar-int2,jensen=taylor,sinks=4,window=32,heatkv=block,budget=0.5",
+                                "q4_0,sinks=4,heatkv=prop,budget=0.4"};
+    kvs_llama_set_batch_invariant(m, 1);
+    for (size_t i = 0; i < sizeof inv / sizeof *inv; i++) {
+        enum { IC = 192 };
+        const kvs_ppl_acc pa = run_chunk_cal(m, ids, inv[i], cal, IC, 96, ref, NULL, NULL);
+        const kvs_ppl_acc pb = run_chunk_cal(m, ids, inv[i], cal, IC, 1, b, NULL, NULL);
+        const double worst = max_abs_diff(ref, b, (size_t)(IC / 2 - 1) * V, NULL);
+        printf("%-66s batch 96 vs 1: max |log p diff| %g\n", inv[i], worst);
+        CHECK(worst == 0.0 && pa.nll == pb.nll, "%s: batch 96 and batch 1 differ by %g", inv[i], worst);
+    }
+    kvs_llama_set_batch_invariant(m, 0);
+    free(ref);
+    free(b);
+out:
+    kvs_cache_free(c);
+    kvs_calib_free(cal);
+    kvs_heat_stats_free(st);
+    free(cal_ids);
+    free(ids);
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: test_model MODEL FIXTURES_DIR TEXT\n");
@@ -251,6 +335,7 @@ int main(int argc, char **argv) {
         test_cached_equals_full(m, tk);
         test_configs(m, tk, argv[3], argv[2]);
         test_batch_invariance(m, tk, argv[3]);
+        test_heatkv(m, tk, argv[3]);
     }
     kvs_tokenizer_free(tk);
     kvs_llama_free(m);

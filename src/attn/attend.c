@@ -78,7 +78,8 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
     for (int it = 0; it < n_items; it++) {
         const int qb = it % nqb, s = it / nqb % items_per_head, h = it / nqb / items_per_head;
         const int i0 = qb * QUERY_BLOCK, i1 = i0 + QUERY_BLOCK < n ? i0 + QUERY_BLOCK : n;
-        kvs_attn_job j = {c, &view, layer, h, i0, i1, q, qr ? qr : q, w, k, v, view.blk + (size_t)h * ngroups};
+        kvs_attn_job j = {c, &view, layer, h, i0, i1, q, qr ? qr : q, w, k, v, view.blk + (size_t)h * ngroups,
+                          kvs_stream_drops(c, layer, h)};
         float *base = parts + (size_t)(h * items_per_head + s) * part;
         kvs_partial p = {base, base + (size_t)n * g, base + (size_t)n * g * 2};
         if (s == 0) {

@@ -589,9 +589,11 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
     kvs_partial_init(j, p);
 
     for (int grp = g0; grp < g1; grp++) {
-        const uint8_t *kp = j->blk[grp], *vp = kp + c->kbytes;
+        const uint8_t *kp = j->blk[grp];
+        if (!kp) continue; /* evicted before this chunk */
+        const uint8_t *vp = kp + c->kbytes;
         const float *nrm = kvs_job_norm(j, grp);
-        if (grp + 2 < g1) { /* two groups ahead: one group's work is shorter than a DRAM miss chain */
+        if (grp + 2 < g1 && j->blk[grp + 2]) { /* two groups ahead: one group's work is shorter than a DRAM miss chain */
             prefetch_block(j->blk[grp + 2], c->kbytes + c->vbytes < 4096 ? c->kbytes + c->vbytes : 0);
             if (nrm) _mm_prefetch((const char *)kvs_job_norm(j, grp + 2), _MM_HINT_T0);
         }

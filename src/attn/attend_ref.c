@@ -75,6 +75,7 @@ static void groups_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     kvs_partial_init(j, p);
     for (int grp = g0; grp < g1; grp++) {
         const uint8_t *blk = j->blk[grp];
+        if (!blk) continue; /* evicted before this chunk */
         const float *norm = kvs_job_norm(j, grp);
         for (int i = j->i0; i < j->i1; i++) {
             const int nt = kvs_job_group_tokens(j, i, grp);

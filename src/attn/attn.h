@@ -26,7 +26,8 @@ typedef struct {
     const float *qr; /* [n][n_heads][d] queries in the stored basis (== q without rotation) */
     const float *w;  /* [n][n_heads][d] Jensen weights lambda*tau^2*qr^2/24, or NULL */
     const float *k, *v; /* the chunk: [n][n_kv][d] */
-    const uint8_t *const *blk; /* [view->n_groups] group blocks of this KV head */
+    const uint8_t *const *blk; /* [view->n_groups] group blocks of this KV head (NULL: evicted) */
+    const int32_t *drop;       /* drop times of this KV head's blocks, or NULL without eviction */
 } kvs_attn_job;
 
 typedef struct {
@@ -71,8 +72,10 @@ static inline const float *kvs_job_q(const kvs_attn_job *j, const float *base, i
     const struct kvs_cache *c = j->c;
     return base + ((size_t)i * c->cfg.n_heads + (size_t)j->kvh * c->g + hh) * c->d;
 }
-/* Tokens of group grp that query i sees: G, fewer for a partial last group, <= 0 for none. */
+/* Tokens of group grp that query i sees: G, fewer for a partial last group, <= 0 for none (not yet
+ * stored, or evicted by the time of query i: exactly as if its keys were masked). */
 static inline int kvs_job_group_tokens(const kvs_attn_job *j, int i, int grp) {
+    if (j->drop && j->view->state0 + i >= j->drop[grp / j->view->gpb]) return 0;
     const int left = j->view->vis[i] - grp * j->c->G;
     return left < j->c->G ? left : j->c->G;
 }

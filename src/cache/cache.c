@@ -7,6 +7,7 @@
 
 #include "../common/status.h"
 #include "../quant/quant.h"
+#include "evict.h"
 #include "pack.h"
 
 static void *libc_alloc(void *user, size_t n) {
@@ -71,6 +72,10 @@ static int compute_sizes(const kvs_config *cfg, sizes *s) {
     if (!kvs_add_size(win_cap, (size_t)cfg->sinks, &u) || !kvs_mul_size(u, d * 2 * sizeof(float), &t) ||
         !kvs_mul_size(t, streams, &t) || !kvs_add_size(f, t, &f))
         return 0;
+    /* eviction plan: one drop time per (stream, block) */
+    if (!kvs_mul_size(streams, (size_t)kvs__evict_n_blocks(cfg), &t) || !kvs_mul_size(t, sizeof(int32_t), &t) ||
+        !kvs_add_size(f, t, &f))
+        return 0;
     s->fixed = f;
     size_t blk = kvs_kgroup_bytes(cfg->k_type, cfg->head_dim, cfg->group) +
                  kvs_vgroup_bytes(cfg->v_type, cfg->head_dim, cfg->group);
@@ -87,9 +92,29 @@ kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t
     size_t total;
     kvs__counts(cfg, n_tokens, &sk, &q, &wi);
     const long long groups = (q + cfg->group - 1) / cfg->group;
-    if (!compute_sizes(cfg, &s) || !kvs_mul_size(s.per_group, (size_t)groups, &total) ||
-        !kvs_mul_size(total, (size_t)cfg->n_layers, &total) || !kvs_add_size(total, s.fixed, bytes))
-        return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
+    if (!compute_sizes(cfg, &s)) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
+    if (cfg->evict == KVS_EVICT_NONE || n_tokens > cfg->max_tokens) {
+        if (!kvs_mul_size(s.per_group, (size_t)groups, &total) || !kvs_mul_size(total, (size_t)cfg->n_layers, &total) ||
+            !kvs_add_size(total, s.fixed, bytes))
+            return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
+        return KVS_OK;
+    }
+    /* with eviction: the groups the plan still keeps after n_tokens appends, per stream */
+    kvs_evict_plan plan;
+    if ((st = kvs__evict_plan(cfg, &plan))) return st;
+    const size_t blk = kvs_kgroup_bytes(cfg->k_type, cfg->head_dim, cfg->group) +
+                       kvs_vgroup_bytes(cfg->v_type, cfg->head_dim, cfg->group);
+    const int gpb = plan.blk_tokens / cfg->group;
+    total = s.fixed;
+    for (int l = 0; l < cfg->n_layers; l++)
+        for (long long gi = 0; gi < groups; gi++) {
+            int live = 0;
+            for (int h = 0; h < cfg->n_kv_heads; h++)
+                live += plan.drop[((size_t)l * cfg->n_kv_heads + h) * plan.n_blocks + gi / gpb] > n_tokens;
+            total += (size_t)live * blk + (live && cfg->scale == KVS_SCALE_TOKEN ? (size_t)cfg->group * sizeof(float) : 0);
+        }
+    kvs__evict_plan_free(&plan);
+    *bytes = total;
     return KVS_OK;
 }
 
@@ -118,6 +143,7 @@ void kvs_cache_free(kvs_cache *c) {
             for (size_t i = 0; i < maxg; i++) cache_release(c, ly->norm[i], (size_t)c->G * sizeof(float));
             cache_release(c, ly->norm, maxg * sizeof(float *));
         }
+    cache_release(c, c->plan.drop, (size_t)c->cfg.n_layers * c->n_kv * c->plan.n_blocks * sizeof(int32_t));
     cache_release(c, c->streams, (size_t)c->cfg.n_layers * c->n_kv * sizeof(kvs_stream));
     cache_release(c, c->layers, (size_t)c->cfg.n_layers * sizeof(kvs_layer));
     const kvs_allocator mem = c->mem;
@@ -165,6 +191,19 @@ kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *all
             if (sinkb && (!(s->sink_k = cache_alloc(c, sinkb)) || !(s->sink_v = cache_alloc(c, sinkb)))) goto oom;
             if (!(s->win_k = cache_alloc(c, winb)) || !(s->win_v = cache_alloc(c, winb))) goto oom;
         }
+    }
+    if (cfg->evict != KVS_EVICT_NONE) { /* resolved once; copied into the cache's own memory */
+        kvs_evict_plan plan;
+        if ((st = kvs__evict_plan(cfg, &plan))) {
+            kvs_cache_free(c);
+            return st;
+        }
+        const size_t pb = L * c->n_kv * plan.n_blocks * sizeof(int32_t);
+        c->plan = plan;
+        c->plan.drop = cache_alloc(c, pb);
+        if (c->plan.drop) memcpy(c->plan.drop, plan.drop, pb);
+        kvs__evict_plan_free(&plan);
+        if (!c->plan.drop) goto oom;
     }
     if (c->bytes != sz.fixed) { /* the formula in compute_sizes must describe what we allocate */
         kvs_cache_free(c);
@@ -272,6 +311,53 @@ static void leave_window(kvs_cache *c, int layer, float *tmp) {
     ly->n_groups = (ly->n_quant + c->G - 1) / c->G;
 }
 
+/* Free the blocks the plan drops by the layer's current token count: every group of the block in
+ * that stream, and a group's norms once no stream of the layer holds the group. */
+static void evict(kvs_cache *c, int layer) {
+    kvs_layer *ly = &c->layers[layer];
+    const long long t = kvs_cache_tokens(c, layer);
+    const int gpb = c->plan.blk_tokens / c->G, full = ly->n_quant / c->plan.blk_tokens; /* complete blocks */
+    const size_t blk = c->kbytes + c->vbytes;
+    for (int h = 0; h < c->n_kv; h++) {
+        kvs_stream *s = kvs_stream_at(c, layer, h);
+        const int32_t *drop = kvs_stream_drops(c, layer, h);
+        for (int b = 0; b < full; b++) {
+            if (drop[b] > t || !s->blk[b * gpb]) continue;
+            for (int gi = b * gpb; gi < (b + 1) * gpb; gi++) {
+                cache_release(c, s->blk[gi], blk);
+                s->blk[gi] = NULL;
+            }
+        }
+    }
+    if (!ly->norm) return;
+    for (int gi = 0; gi < full * gpb; gi++) {
+        if (!ly->norm[gi]) continue;
+        int live = 0;
+        for (int h = 0; h < c->n_kv; h++) live += kvs_stream_at(c, layer, h)->blk[gi] != NULL;
+        if (!live) {
+            cache_release(c, ly->norm[gi], (size_t)c->G * sizeof(float));
+            ly->norm[gi] = NULL;
+        }
+    }
+}
+
+size_t kvs_cache_stream_bytes(const kvs_cache *c, int layer, int h) {
+    if (!c || layer < 0 || layer >= c->cfg.n_layers || h < 0 || h >= c->n_kv) return 0;
+    const kvs_layer *ly = &c->layers[layer];
+    const kvs_stream *s = kvs_stream_at(c, layer, h);
+    size_t bytes = (size_t)(c->cfg.sinks * 2 + c->win_cap * 2) * c->d * sizeof(float);
+    for (int gi = 0; gi < ly->n_groups; gi++) {
+        if (!s->blk[gi]) continue;
+        bytes += c->kbytes + c->vbytes;
+        if (ly->norm && ly->norm[gi]) { /* shared by the streams of the layer that still hold the group */
+            int live = 0;
+            for (int x = 0; x < c->n_kv; x++) live += kvs_stream_at(c, layer, x)->blk[gi] != NULL;
+            bytes += (size_t)c->G * sizeof(float) / (size_t)live;
+        }
+    }
+    return bytes;
+}
+
 kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, const float *v) {
     if (!c || !k || !v) return kvs_report(KVS_ERR_ARG, "append: NULL argument");
     if (layer < 0 || layer >= c->cfg.n_layers)
@@ -324,6 +410,7 @@ kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, cons
         if (++ly->n_win == W + c->unit) leave_window(c, layer, tmp);
     }
     free(tmp);
+    if (c->plan.drop) evict(c, layer);
     return KVS_OK;
 oom:
     for (int gi = g0; gi < g1; gi++) {

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "../quant/formats.h"
+#include "evict.h"
 #include "kvslim.h"
 
 enum { KVS_MAX_KV_HEADS = 1024 }; /* kvs_config_validate's bound; sizes stack tables */
@@ -47,7 +48,13 @@ struct kvs_cache {
     size_t bytes;          /* exact payload bytes allocated now */
     kvs_layer *layers;     /* [n_layers] */
     kvs_stream *streams;   /* [n_layers * n_kv] */
+    kvs_evict_plan plan;   /* eviction: drop times (plan.drop through the allocator), or n_blocks 0 */
 };
+
+/* Drop times of the blocks of one stream, or NULL without eviction. */
+static inline const int32_t *kvs_stream_drops(const struct kvs_cache *c, int layer, int h) {
+    return c->plan.drop ? c->plan.drop + ((size_t)layer * c->n_kv + h) * c->plan.n_blocks : NULL;
+}
 
 static inline kvs_stream *kvs_stream_at(const struct kvs_cache *c, int layer, int h) {
     return &c->streams[(size_t)layer * c->n_kv + h];
@@ -84,6 +91,8 @@ typedef struct {
     const uint8_t **blk;/* [n_kv][n_groups] */
     const float **norm; /* [n_groups], or NULL without scale=token */
     int *vis;           /* [n] tokens of the groups query i sees (a prefix) */
+    long long state0;   /* query i sees the cache after state0 + i appends */
+    int gpb;            /* groups per evictable block (eviction only) */
     void *mem;          /* everything above, one allocation (libc) */
 } kvs_view;
 

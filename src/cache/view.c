@@ -72,6 +72,8 @@ kvs_status kvs__view_build(const struct kvs_cache *c, int layer, int n, const fl
     memset(pblk, 0, (size_t)n_new * H * stride);
     memset(pnorm, 0, (size_t)n_new * G * sizeof(float));
     for (int i = 0; i < n; i++) view->vis[i] = (int)quant_after(c, T + i + self);
+    view->state0 = T + self;
+    view->gpb = c->plan.blk_tokens ? c->plan.blk_tokens / G : 1;
     for (int gi = 0; gi < ng; gi++) {
         const int pi = gi - first_new; /* index among the provisional groups, < 0 for cached ones */
         for (int h = 0; h < H; h++) {

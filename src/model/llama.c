@@ -21,7 +21,25 @@ struct kvs_llama {
     float *output;     /* [n_vocab][n_embd]; == tok_embd when tied */
     layer_w *layers;
     int batch_invariant; /* see kvs_llama_set_batch_invariant */
+    kvs_llama_observer observe;
+    void *observe_user;
 };
+
+void kvs_llama_set_observer(kvs_llama *m, kvs_llama_observer fn, void *user) {
+    if (!m) return;
+    m->observe = fn;
+    m->observe_user = user;
+}
+
+uint64_t kvs_llama_identity(const kvs_llama *m) {
+    uint64_t h = 1469598103934665603ull;
+    if (!m || !m->file) return h;
+    for (int i = 0; i < kvs_gguf_n_tensors(m->file); i++) {
+        const kvs_gguf_tensor *t = kvs_gguf_tensor_at(m->file, i);
+        for (size_t j = 0; j < t->bytes; j++) h = (h ^ t->data[j]) * 1099511628211ull;
+    }
+    return h;
+}
 
 static kvs_status load_tensor(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, float **out) {
     const kvs_gguf_tensor *t = kvs_gguf_find_tensor(g, name);
@@ -275,6 +293,7 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
         matmul(m, h, w->wv, v, n, D, (int)KVD);
         rope(q, n, H, hd, cs);
         rope(k, n, HKV, hd, cs);
+        if (m->observe) m->observe(m->observe_user, l, n, pos0, q, k);
         if ((s = kvs_attend(cache, l, n, q, k, v, att)) || (s = kvs_cache_append(cache, l, n, k, v))) goto done;
         matmul(m, att, w->wo, h, n, D, D);
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] += h[i];

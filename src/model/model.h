@@ -121,12 +121,37 @@ kvs_config kvs_llama_cache_config(const kvs_llama *m, int max_tokens);
  * Slower for prefill: tests and exact comparisons use it, evaluations need not. */
 void kvs_llama_set_batch_invariant(kvs_llama *m, int on);
 
+/* Sees every layer's post-RoPE queries [n][n_head][head_dim] and keys [n][n_head_kv][head_dim] of a
+ * chunk, before its attention (calibration watches the uncompressed model through this). */
+typedef void (*kvs_llama_observer)(void *user, int layer, int n, int pos0, const float *q, const float *k);
+void kvs_llama_set_observer(kvs_llama *m, kvs_llama_observer fn, void *user);
+/* FNV-1a 64 over the bytes of every tensor of the GGUF, in file order: the model identity that
+ * calibration files carry and are checked against. */
+uint64_t kvs_llama_identity(const kvs_llama *m);
+
 /* Run n tokens (positions pos0 .. pos0+n-1, pos0 = tokens already in the cache) through the model:
  * attention over the cache plus the chunk, then the chunk's keys/values are appended to `cache`.
  * Logits of rows first_logit .. n-1 are written to logits[(i - first_logit) * n_vocab] (logits
  * may be NULL). @return KVS_OK or the first failing status (cache full, NaN, out of memory). */
 KVS_NODISCARD kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *tokens, int n, int pos0,
                                           int first_logit, float *logits);
+
+/* ---- HeatKV calibration statistics (heat_stats.c) ------------------------------------------------ */
+
+typedef struct kvs_heat_stats kvs_heat_stats;
+/* Accumulator for texts of ctx tokens: blocks of `block` positions after `sinks`, queries counted
+ * for blocks outside their `window` newest positions. @return KVS_OK, KVS_ERR_ARG, KVS_ERR_NOMEM. */
+KVS_NODISCARD kvs_status kvs_heat_stats_new(int n_layers, int n_heads, int n_kv_heads, int head_dim, int ctx, int block,
+                                            int sinks, int window, kvs_heat_stats **out);
+void kvs_heat_stats_free(kvs_heat_stats *s);
+/* Before each text (its positions start at 0 again). */
+void kvs_heat_stats_begin(kvs_heat_stats *s);
+/* The observer (kvs_llama_set_observer with user = the stats). */
+void kvs_heat_observe(void *stats, int layer, int n, int pos0, const float *q, const float *k);
+/* A failure inside the observer (positions out of order, beyond ctx), or KVS_OK. */
+kvs_status kvs_heat_stats_error(const kvs_heat_stats *s);
+/* Means over the observed texts into a calibration (kvs_calib_heat_new). */
+KVS_NODISCARD kvs_status kvs_heat_stats_finish(const kvs_heat_stats *s, const char *model, uint64_t hash, kvs_calib **out);
 
 /* ---- tokenizer: GPT-2 byte-level BPE as stored in the GGUF ------------------------------------- */
 

@@ -19,6 +19,16 @@ int cli_load(const char *path, kvs_llama **m, kvs_tokenizer **t);
  * model): 0 and *out, CLI_EXIT_USAGE if the string is bad for this model, CLI_EXIT_RUNTIME if the
  * cache cannot be created. */
 int cli_cache(const kvs_llama *m, const char *opt, const char *cfg, int max_tokens, kvs_cache **out);
+/* "name:config;config;..." (a bare config is its own name): at most max items, names under 64
+ * bytes, configs under 512. Returns the count, or -1 for a malformed list. */
+typedef struct {
+    char name[64], cfg[512];
+} cli_named;
+int cli_parse_configs(const char *list, cli_named *out, int max);
+/* Apply config string `text` to *c. A `calib=PATH` item is the tool's, not the library's: the file
+ * is loaded (once per path, until exit), checked against model m's identity (m NULL: not checked)
+ * and set as c->calib. 0, or an exit code after a message naming `opt`. */
+int cli_config(const kvs_llama *m, const char *opt, const char *text, kvs_config *c);
 /* The context the model was trained for (llama.context_length, what kvs_llama_params(m)->n_ctx_train
  * holds after the load), read from the GGUF header alone so that a refused --ctx costs no model
  * load; 0 when the key is absent (the load then reports it). 0 on success, CLI_EXIT_RUNTIME if
@@ -36,4 +46,6 @@ void cli_progress(const char *what, long done, long total, double t0);
 int cmd_ppl(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
+int cmd_needle(int argc, char **argv);
 #endif

@@ -68,11 +68,98 @@ int cli_load(const char *path, kvs_llama **m, kvs_tokenizer **t) {
     return 0;
 }
 
+/* Calibrations named by calib=PATH, loaded once per path and kept until exit. */
+static struct {
+    char path[512];
+    kvs_calib *cal;
+} g_calibs[8];
+static int g_n_calibs;
+static void free_calibs(void) {
+    for (int i = 0; i < g_n_calibs; i++) kvs_calib_free(g_calibs[i].cal);
+    g_n_calibs = 0;
+}
+
+static int load_calib(const kvs_llama *m, const char *opt, const char *path, const kvs_calib **out) {
+    for (int i = 0; i < g_n_calibs; i++)
+        if (!strcmp(g_calibs[i].path, path)) return *out = g_calibs[i].cal, 0;
+    if (g_n_calibs == 8 || strlen(path) >= sizeof g_calibs[0].path) return cli_usage_error("%s: too many calib= files", opt);
+    kvs_calib *c = NULL;
+    const kvs_status st = kvs_calib_load(path, &c);
+    if (st) {
+        fprintf(stderr, "kvslim: calib=%s: %s\n", path, kvs_last_error());
+        return st == KVS_ERR_IO ? CLI_EXIT_RUNTIME : CLI_EXIT_USAGE;
+    }
+    if (m) { /* a calibration describes one model: refuse another's */
+        static uint64_t id;
+        static const kvs_llama *id_of;
+        if (id_of != m) id = kvs_llama_identity(m), id_of = m;
+        uint64_t h;
+        const char *name = kvs_calib_model(c, &h);
+        if (h != id) {
+            kvs_calib_free(c);
+            return cli_usage_error("%s: calib=%s was measured on another model ('%s', weights hash %016llx; this one "
+                                   "hashes to %016llx): run kvslim calibrate on this model",
+                                   opt, path, name, (unsigned long long)h, (unsigned long long)id);
+        }
+    }
+    if (!g_n_calibs) atexit(free_calibs);
+    strcpy(g_calibs[g_n_calibs].path, path);
+    g_calibs[g_n_calibs++].cal = c;
+    *out = c;
+    return 0;
+}
+
+int cli_parse_configs(const char *list, cli_named *out, int max) {
+    int n = 0;
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ';');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == 0 || len >= sizeof out->cfg || n == max) return -1;
+        cli_named *r = &out[n++];
+        memset(r, 0, sizeof *r);
+        const char *colon = memchr(p, ':', len);
+        const size_t nl = colon ? (size_t)(colon - p) : len;
+        if (nl == 0 || nl >= sizeof r->name) return -1;
+        memcpy(r->name, p, nl);
+        memcpy(r->cfg, colon ? colon + 1 : p, colon ? len - nl - 1 : len);
+        p = e ? e + 1 : p + len;
+    }
+    return n;
+}
+
+int cli_config(const kvs_llama *m, const char *opt, const char *text, kvs_config *c) {
+    char buf[1024], rest[1024];
+    if (strlen(text) >= sizeof buf) return cli_usage_error("%s: config of %zu bytes is too long", opt, strlen(text));
+    strcpy(buf, text);
+    rest[0] = 0;
+    const char *calib = NULL;
+    for (char *item = buf, *next; item; item = next) { /* take calib=PATH out; the library never opens files */
+        next = strchr(item, ',');
+        if (next) *next++ = 0;
+        while (*item == ' ') item++;
+        if (!strncmp(item, "calib=", 6)) {
+            if (calib) return cli_usage_error("%s: '%s': calib= given twice", opt, text);
+            calib = item + 6;
+            if (!*calib) return cli_usage_error("%s: '%s': calib= needs a file", opt, text);
+            continue;
+        }
+        if (rest[0]) strcat(rest, ",");
+        strcat(rest, item);
+    }
+    if (calib) {
+        const int rc = load_calib(m, opt, calib, &c->calib);
+        if (rc) return rc;
+    }
+    if (kvs_config_parse(c, rest) != KVS_OK) return cli_usage_error("%s: '%s': %s", opt, text, kvs_last_error());
+    return 0;
+}
+
 int cli_cache(const kvs_llama *m, const char *opt, const char *cfg, int max_tokens, kvs_cache **out) {
     kvs_config c = kvs_llama_cache_config(m, max_tokens);
     *out = NULL;
     /* checked against the model's shapes, hence here and not at parse time */
-    if (kvs_config_parse(&c, cfg) != KVS_OK) return cli_usage_error("%s: '%s': %s", opt, cfg, kvs_last_error());
+    const int rc = cli_config(m, opt, cfg, &c);
+    if (rc) return rc;
     if (kvs_cache_create(&c, out) != KVS_OK) {
         fprintf(stderr, "kvslim: cache '%s': %s\n", cfg, kvs_last_error());
         return CLI_EXIT_RUNTIME;

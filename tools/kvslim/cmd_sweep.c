@@ -13,35 +13,16 @@
 #include "json.h"
 
 typedef struct {
-    char name[64], cfg[192];
+    char name[64], cfg[512];
     kvs_cache *cache;
     kvs_ppl_acc acc;
     double secs, bits, bytes8k, decode_tps;
 } sweep_row;
 
-/* "name:config;name:config;..." -- a bare config is its own name */
 /* q4_0 twice: as llama.cpp with LLAMA_ATTN_ROT_DISABLE=1, and as its default (Hadamard rotation) */
 static const char *k_default_configs =
     "fp32;fp16;q8_0;q4_0;q4_0+rot:q4_0,rotate=hadamard;kivi-int4;kivi-int2;oscar-int4;oscar-int2;"
     "oscar-int2+jensen:oscar-int2,jensen=taylor;oscar-int2+jensen+sinks4:oscar-int2,jensen=taylor,sinks=4";
-
-static int parse_list(const char *list, sweep_row *rows, int max) {
-    int n = 0;
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ';');
-        const size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == 0 || len >= 190 || n == max) return -1;
-        sweep_row *r = &rows[n++];
-        memset(r, 0, sizeof *r);
-        const char *colon = memchr(p, ':', len);
-        const size_t nl = colon ? (size_t)(colon - p) : (len < 63 ? len : 63);
-        if (nl == 0 || nl > 63) return -1;
-        memcpy(r->name, p, nl);
-        memcpy(r->cfg, colon ? colon + 1 : p, colon ? len - nl - 1 : len);
-        p = e ? e + 1 : p + len;
-    }
-    return n;
-}
 
 /* 0, or CLI_EXIT_RUNTIME when the file cannot be written */
 static int write_svg(const char *path, const sweep_row *rows, int n, double ppl_fp32) {
@@ -130,7 +111,7 @@ static int write_svg(const char *path, const sweep_row *rows, int n, double ppl_
 
 int cmd_sweep(int argc, char **argv) {
     const char *model = CLI_DEFAULT_MODEL, *text = CLI_DEFAULT_TEXT, *list = k_default_configs, *out = "sweep";
-    int n_ctx = 1024, n_batch = 128, chunks = 8, full = 0, decode_steps = 32, force = 0;
+    int n_ctx = 1024, n_batch = 128, chunks = 8, full = 0, decode_steps = 32, force = 0, start = 0;
     const cli_opt opts[] = {
         {"--model", "FILE", OPT_STR, &model, 0, 0, "GGUF model, Llama architecture"},
         {"--text", "FILE", OPT_STR, &text, 0, 0, "UTF-8 text to score"},
@@ -138,6 +119,8 @@ int cmd_sweep(int argc, char **argv) {
         {"--batch", "N", OPT_INT, &n_batch, 1, 1 << 16, "tokens per forward call"},
         {"--chunks", "K", OPT_INT, &chunks, 1, 1 << 30, "chunks to score"},
         {"--full", NULL, OPT_FLAG, &full, 0, 0, "score the whole text (hours) instead of --chunks"},
+        {"--start", "TOKEN", OPT_INT, &start, 0, 1 << 30,
+         "first token of the first chunk (e.g. the calibration half of the text, to choose a variant)"},
         {"--configs", "LIST", OPT_STR, &list, 0, 0,
          "'name:config;config;...', at most 32, the first is the KL reference"},
         {"--decode", "N", OPT_INT, &decode_steps, 0, 4096, "decode steps timed per config, 0 = none"},
@@ -152,10 +135,16 @@ int cmd_sweep(int argc, char **argv) {
     int rc = cli_parse(&cmd, argc, argv), n_train;
     if (rc != CLI_RUN) return rc;
     sweep_row rows[32];
-    const int n_cfg = parse_list(list, rows, 32);
+    cli_named named[32];
+    const int n_cfg = cli_parse_configs(list, named, 32);
+    for (int c = 0; c < n_cfg; c++) {
+        memset(&rows[c], 0, sizeof rows[c]);
+        memcpy(rows[c].name, named[c].name, sizeof rows[c].name);
+        memcpy(rows[c].cfg, named[c].cfg, sizeof rows[c].cfg);
+    }
     if (n_cfg < 1)
         return cli_usage_error("--configs: '%s' is not a list of 1 to 32 'name:config' or 'config' items "
-                               "separated by ';' (names under 64 bytes)", list);
+                               "separated by ';' (names under 64 bytes, configs under 512)", list);
     /* decoding continues past the chunk: those positions count too */
     if ((rc = cli_trained_ctx(model, &n_train)) ||
         (rc = cli_check_ctx(n_train, (long)n_ctx + decode_steps, force, "--ctx + --decode")))
@@ -177,9 +166,9 @@ int cmd_sweep(int argc, char **argv) {
     for (int c = 0; c < n_cfg; c++) {
         if ((rc = cli_cache(m, "--configs", rows[c].cfg, n_ctx + decode_steps, &rows[c].cache))) goto out;
         rc = CLI_EXIT_RUNTIME;
-        kvs_config kc = kvs_llama_cache_config(m, 8192);
+        kvs_config kc = kvs_llama_cache_config(m, 8192); /* a budget then counts 8192 slots per head */
         size_t b8;
-        if (kvs_config_parse(&kc, rows[c].cfg) != KVS_OK || kvs_cache_bytes_for(&kc, 8192, &b8) != KVS_OK) {
+        if (cli_config(m, "--configs", rows[c].cfg, &kc) || kvs_cache_bytes_for(&kc, 8192, &b8) != KVS_OK) {
             fprintf(stderr, "kvslim sweep: %s: %s\n", rows[c].name, kvs_last_error());
             goto out;
         }
@@ -190,7 +179,12 @@ int cmd_sweep(int argc, char **argv) {
         fprintf(stderr, "kvslim sweep: cannot read or tokenize '%s' (%s)\n", text, kvs_last_error());
         goto out;
     }
-    int n_chunk = n / n_ctx;
+    if (start >= n) {
+        fprintf(stderr, "kvslim sweep: --start %d is past the text's %d tokens\n", start, n);
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    int n_chunk = (n - start) / n_ctx;
     if (!full && chunks < n_chunk) n_chunk = chunks;
     if (n_chunk < 1) {
         fprintf(stderr, "kvslim sweep: %d tokens is less than one chunk of %d\n", n, n_ctx);
@@ -209,7 +203,7 @@ int cmd_sweep(int argc, char **argv) {
     for (int ch = 0; ch < n_chunk; ch++)
         for (int c = 0; c < n_cfg; c++) {
             const double ts = bench_now();
-            if (kvs_ppl_chunk(m, rows[c].cache, ids + (size_t)ch * n_ctx, n_ctx, n_batch, bos, c == 0 ? ref : NULL,
+            if (kvs_ppl_chunk(m, rows[c].cache, ids + start + (size_t)ch * n_ctx, n_ctx, n_batch, bos, c == 0 ? ref : NULL,
                               c == 0 ? NULL : ref, &rows[c].acc) != KVS_OK) {
                 fprintf(stderr, "\nkvslim sweep: %s: %s\n", rows[c].name, kvs_last_error());
                 goto out;
@@ -241,8 +235,8 @@ int cmd_sweep(int argc, char **argv) {
         rows[c].decode_tps = decode_steps / (bench_now() - ts);
     }
     const double p0 = kvs_ppl_value(&rows[0].acc);
-    printf("\nkvslim sweep: %s, %s, ctx %d (second half scored), %d chunks, %ld scored tokens\n", label, text, n_ctx,
-           n_chunk, rows[0].acc.count);
+    printf("\nkvslim sweep: %s, %s from token %d, ctx %d (second half scored), %d chunks, %ld scored tokens\n", label, text,
+           start, n_ctx, n_chunk, rows[0].acc.count);
     printf("| config | bits/elem | KV MiB @8K | PPL | vs %s | mean KL | decode tok/s |\n", rows[0].name);
     printf("|---|---:|---:|---:|---:|---:|---:|\n");
     for (int c = 0; c < n_cfg; c++) {
@@ -262,6 +256,7 @@ int cmd_sweep(int argc, char **argv) {
         json_str(&j, "model_file", file);
         json_str(&j, "text", text);
         json_num(&j, "ctx", n_ctx);
+        json_num(&j, "start_token", start);
         json_num(&j, "batch", n_batch);
         json_num(&j, "chunks", n_chunk);
         json_num(&j, "scored_tokens", (double)rows[0].acc.count);

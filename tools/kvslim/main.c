@@ -20,7 +20,9 @@ static int cmd_info(int argc, char **argv) {
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc != CLI_RUN) return rc;
     kvs_config cfg = kvs_config_default();
-    if (kvs_config_parse(&cfg, text) != KVS_OK) return cli_usage_error("CONFIG '%s': %s", text, kvs_last_error());
+    cfg.max_tokens = tokens; /* the cache is sized for N tokens: a budget= counts N slots per head */
+    const int rc2 = cli_config(NULL, "CONFIG", text, &cfg);
+    if (rc2) return rc2;
     if (tokens > cfg.max_tokens) cfg.max_tokens = tokens;
     size_t bytes = 0;
     if (kvs_cache_bytes_for(&cfg, tokens, &bytes) != KVS_OK) {
@@ -56,6 +58,8 @@ static const command k_commands[] = {
     {"ppl", "perplexity of one cache config over a text", cmd_ppl},
     {"generate", "continue a prompt with one cache config", cmd_generate},
     {"info", "canonical form, bytes and bits per element of a cache config", cmd_info},
+    {"needle", "pass-key retrieval at several lengths and depths through cache configs", cmd_needle},
+    {"calibrate heatkv", "measure per-head attention statistics for heatkv= budgets (a calibration file)", cmd_calibrate},
     {"bench attention", "decode attention speed per cache config and length, against the roofline",
      bench_attention_main},
     {"bench bandwidth", "streaming read bandwidth of this machine", bench_bandwidth_main},
@@ -91,9 +95,11 @@ static int dispatch(int argc, char **argv) {
         if (argc > 3) again[2] = argv[3];
         return dispatch(argc > 3 ? 4 : 3, again);
     }
-    /* "bench" takes the benchmark's name as a second word */
-    const int words = !strcmp(argv[1], "bench") ? 2 : 1;
-    if (argc < 1 + words) return cli_usage_error("bench: missing benchmark name (attention or bandwidth)");
+    /* "bench" and "calibrate" take the benchmark's or the method's name as a second word */
+    const int words = !strcmp(argv[1], "bench") || !strcmp(argv[1], "calibrate") ? 2 : 1;
+    if (argc < 1 + words)
+        return cli_usage_error(words == 2 && argv[1][0] == 'b' ? "bench: missing benchmark name (attention or bandwidth)"
+                                                                : "calibrate: missing method name (heatkv)");
     if (words == 2 && is_help(argv[2])) {
         print_commands();
         return CLI_EXIT_OK;

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "status.h"
+#include "../cache/evict.h"
+#include "../common/status.h"
+
 
 kvs_config kvs_config_default(void) {
     kvs_config c;
@@ -27,6 +29,11 @@ kvs_config kvs_config_default(void) {
     c.lambda = 1.0f;
     c.tau = 0.0f;
     c.n_threads = 0;
+    c.evict = KVS_EVICT_NONE;
+    c.budget = 1.0f;
+    c.agg = KVS_AGG_MEAN;
+    c.seed = 1;
+    c.calib = NULL;
     return c;
 }
 
@@ -36,6 +43,10 @@ static const char *const g_rotate_names[] = {"none", "hadamard"};
 static const char *const g_scale_names[] = {"none", "token"};
 static const char *const g_jensen_names[] = {"off", "taylor", "exact"};
 static const char *const g_self_names[] = {"exact", "cache"};
+/* evict= takes none/uniform/random, heatkv= the calibrated variants (same enum) */
+static const char *const g_evict_names[] = {"none", "uniform", "random"};
+static const char *const g_heatkv_names[] = {"block", "head", "prop", "greedy"};
+static const char *const g_agg_names[] = {"mean", "max"};
 #define N_NAMES(a) ((int)(sizeof(a) / sizeof *(a)))
 
 /* A hand-filled kvs_config may hold any int in an enum field: never index past a table. */
@@ -134,6 +145,28 @@ static int apply_kv(kvs_config *c, const char *k, size_t kl, const char *v, size
         c->self = (kvs_self)i;
         return 1;
     }
+    if (KEY("evict")) {
+        if ((i = lookup(g_evict_names, N_NAMES(g_evict_names), v, vl)) < 0) return 0;
+        c->evict = (kvs_evict)i;
+        return 1;
+    }
+    if (KEY("heatkv")) {
+        if ((i = lookup(g_heatkv_names, N_NAMES(g_heatkv_names), v, vl)) < 0) return 0;
+        c->evict = (kvs_evict)(KVS_EVICT_HEATKV_BLOCK + i);
+        return 1;
+    }
+    if (KEY("agg")) {
+        if ((i = lookup(g_agg_names, N_NAMES(g_agg_names), v, vl)) < 0) return 0;
+        c->agg = (kvs_agg)i;
+        return 1;
+    }
+    if (KEY("budget")) return parse_float(v, vl, 1e-9f, 1.0f, &c->budget);
+    if (KEY("seed")) {
+        int x;
+        if (!parse_int(v, vl, 0, 2147483647L, &x)) return 0;
+        c->seed = (unsigned)x;
+        return 1;
+    }
     if (KEY("lambda")) return parse_float(v, vl, 0.0f, 100.0f, &c->lambda);
     if (KEY("tau")) return parse_float(v, vl, 0.0f, 1e6f, &c->tau);
     if (KEY("group")) return parse_int(v, vl, 1, 1 << 20, &c->group);
@@ -171,6 +204,9 @@ kvs_status kvs_config_parse(kvs_config *cfg, const char *text) {
                                 (int)len, item, off);
         } else {
             size_t kl = (size_t)(eq - item), vl = len - kl - 1;
+            if (kl == 5 && memcmp(item, "calib", 5) == 0)
+                return kvs_report(KVS_ERR_CONFIG, "config: calib= at offset %zu names a file; the library takes a loaded "
+                                  "calibration in cfg.calib (kvs_calib_load; the kvslim tool reads calib=PATH)", off);
             int r = apply_kv(&c, item, kl, eq + 1, vl);
             if (r < 0)
                 return kvs_report(KVS_ERR_CONFIG, "config: unknown key '%.*s' at offset %zu", (int)kl, item, off);
@@ -223,11 +259,11 @@ kvs_status kvs_config_validate(const kvs_config *c) {
     if (!(c->tau >= 0.0f && c->tau <= 1e6f)) BAD("config: tau=%g out of range [0, 1e6]", (double)c->tau);
     if (c->n_threads < 0 || c->n_threads > 1024) BAD("config: threads=%d out of range [0, 1024]", c->n_threads);
 #undef BAD
-    return KVS_OK;
+    return kvs__evict_validate(c);
 }
 
 size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
-    char tmp[256];
+    char tmp[384];
     int n = 0;
     if (c)
         n = snprintf(tmp, sizeof tmp, "k=%s,v=%s,group=%d,window=%d,sinks=%d,rotate=%s,scale=%s,jensen=%s,lambda=%.9g,self=%s",
@@ -237,6 +273,23 @@ size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
                      name_of(g_scale_names, N_NAMES(g_scale_names), (int)c->scale),
                      name_of(g_jensen_names, N_NAMES(g_jensen_names), (int)c->jensen), (double)c->lambda,
                      name_of(g_self_names, N_NAMES(g_self_names), (int)c->self));
+    /* eviction fields when they are not the defaults, so that the string parses back to the same config */
+    if (c && n > 0 && n < (int)sizeof tmp) {
+        const int e = (int)c->evict, heat = e >= KVS_EVICT_HEATKV_BLOCK;
+        int m = 0;
+        if (e != KVS_EVICT_NONE)
+            m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",%s=%s", heat ? "heatkv" : "evict",
+                         heat ? name_of(g_heatkv_names, N_NAMES(g_heatkv_names), e - KVS_EVICT_HEATKV_BLOCK)
+                              : name_of(g_evict_names, N_NAMES(g_evict_names), e));
+        if (m > 0) n += m;
+        if (n < (int)sizeof tmp && (e != KVS_EVICT_NONE || c->budget != 1.0f) &&
+            (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",budget=%.9g", (double)c->budget)) > 0)
+            n += m;
+        if (n < (int)sizeof tmp && c->agg != KVS_AGG_MEAN &&
+            (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",agg=%s", name_of(g_agg_names, N_NAMES(g_agg_names), (int)c->agg))) > 0)
+            n += m;
+        if (n < (int)sizeof tmp && c->seed != 1 && (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",seed=%u", c->seed)) > 0) n += m;
+    }
     if (n < 0) n = 0;
     if (n >= (int)sizeof tmp) n = (int)sizeof tmp - 1; /* cannot happen with these fields; never copy past tmp */
     if (buf && cap) {

@@ -1,0 +1,173 @@
+/* The calibration container: round trip, and one named failure per corruption class. */
+#include <string.h>
+
+#include "calib_fixture.h"
+#include "test_util.h"
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint64_t fnv1a(const uint8_t *p, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+static void reseal(uint8_t *b, size_t n) { /* a corruption that the checksum alone would not catch */
+    const uint64_t h = fnv1a(b, n - 8);
+    for (int i = 0; i < 8; i++) b[n - 8 + i] = (uint8_t)(h >> (8 * i));
+}
+
+static void expect(const uint8_t *b, size_t n, kvs_calib_error want, const char *what) {
+    kvs_calib *c = NULL;
+    kvs_calib_error e = KVS_CALIB_OK;
+    const kvs_status st = kvs__calib_parse(b, n, &c, &e);
+    CHECK(st != KVS_OK && e == want && c == NULL && kvs_last_error()[0], "%s: got %s, class %d (want %d): %s", what,
+          kvs_status_str(st), (int)e, (int)want, kvs_last_error());
+    kvs_calib_free(c);
+}
+
+/* test_calib --seeds DIR: write the fuzz corpus seeds (small valid files) */
+static int write_seeds(const char *dir) {
+    const int shapes[3][9] = {{1, 1, 1, 16, 8, 0, 0, 16, 2}, {2, 2, 1, 64, 32, 4, 32, 200, 3}, {1, 6, 3, 64, 64, 4, 64, 512, 4}};
+    for (int i = 0; i < 3; i++) {
+        const int *s = shapes[i];
+        kvs_calib *c = fixture_calib(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], (uint64_t)i + 1);
+        char path[1024];
+        snprintf(path, sizeof path, "%s/seed%d.kvcal", dir, i);
+        if (!c || kvs__calib_save(c, path) != KVS_OK) return 1;
+        kvs_calib_free(c);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--seeds")) return write_seeds(argv[2]);
+    kvs_calib *cal = fixture_calib(3, 6, 2, 64, 32, 4, 16, 512, 10, 3);
+    uint8_t *b = NULL, *b2 = NULL;
+    size_t n = 0, n2 = 0;
+    CHECK_OK(kvs__calib_serialize(cal, &b, &n));
+    if (!b) return test_done("test_calib");
+
+    /* round trip: bytes -> handle -> the same bytes; model identity survives */
+    kvs_calib *back = NULL;
+    CHECK_OK(kvs_calib_load_mem(b, n, &back));
+    if (back) {
+        CHECK_OK(kvs__calib_serialize(back, &b2, &n2));
+        CHECK(n2 == n && b2 && !memcmp(b, b2, n), "round trip changed the bytes (%zu vs %zu)", n, n2);
+        uint64_t hash = 0;
+        CHECK(!strcmp(kvs_calib_model(back, &hash), "fixture") && hash == 0x1234, "model identity lost");
+        free(b2);
+    }
+    kvs_calib_free(back);
+
+    /* file round trip and I/O errors */
+    const char *path = "test_calib.kvcal";
+    CHECK_OK(kvs__calib_save(cal, path));
+    back = NULL;
+    CHECK_OK(kvs_calib_load(path, &back));
+    CHECK(back && back->heat.n_blocks == 10 && back->heat.block == 32, "file round trip");
+    kvs_calib_free(back);
+    remove(path);
+    back = NULL;
+    CHECK(kvs_calib_load("no/such/file.kvcal", &back) == KVS_ERR_IO && !back && strstr(kvs_last_error(), "no/such"),
+          "missing file: %s", kvs_last_error());
+
+    uint8_t *x = malloc(n + 64);
+    /* every truncation is refused */
+    int accepted = 0;
+    for (size_t k = 0; k < n; k += (k < 256 ? 1 : 97)) {
+        kvs_calib *c = NULL;
+        accepted += kvs_calib_load_mem(b, k, &c) == KVS_OK;
+        kvs_calib_free(c);
+    }
+    CHECK(!accepted, "%d truncated files accepted", accepted);
+    memcpy(x, b, n);
+    expect(x, n - 1, KVS_CALIB_TRUNCATED, "one byte short");
+    memcpy(x, b, n);
+    x[0] = 'X';
+    expect(x, n, KVS_CALIB_BAD_MAGIC, "magic");
+    memcpy(x, b, n);
+    put32(x + 8, 2);
+    reseal(x, n);
+    expect(x, n, KVS_CALIB_BAD_VERSION, "version 2");
+    memcpy(x, b, n);
+    memset(x + n, 0, 8);
+    expect(x, n + 8, KVS_CALIB_BAD_SIZE, "trailing bytes");
+    memcpy(x, b, n);
+    x[n / 2] ^= 1;
+    expect(x, n, KVS_CALIB_BAD_CHECKSUM, "one flipped bit");
+    memcpy(x, b, n);
+    put32(x + 28, 5); /* heads not a multiple of KV heads */
+    reseal(x, n);
+    expect(x, n, KVS_CALIB_BAD_SHAPE, "model shapes");
+    memcpy(x, b, n);
+    put32(x + 120 + 16 + 16, 100); /* 100 blocks of 32 do not fit in a context of 512 */
+    reseal(x, n);
+    expect(x, n, KVS_CALIB_BAD_SHAPE, "more blocks than the context holds");
+    memcpy(x, b, n);
+    put32(x + 120 + 16 + 16, 9); /* consistent dims, wrong section size */
+    reseal(x, n);
+    expect(x, n, KVS_CALIB_BAD_SECTION, "section size");
+    /* a mass above 1: patch the first stored double of the mass array where nq > 0 (t=1, s=0) */
+    {
+        const size_t mass0 = 120 + 16 + 32, at = mass0 + (size_t)(1 * 10 + 0) * 8;
+        memcpy(x, b, n);
+        const double two = 2.0;
+        uint64_t v;
+        memcpy(&v, &two, 8);
+        for (int i = 0; i < 8; i++) x[at + i] = (uint8_t)(v >> (8 * i));
+        reseal(x, n);
+        expect(x, n, KVS_CALIB_BAD_VALUE, "mass 2");
+        memcpy(x, b, n);
+        const double nan = NAN;
+        memcpy(&v, &nan, 8);
+        for (int i = 0; i < 8; i++) x[at + i] = (uint8_t)(v >> (8 * i));
+        reseal(x, n);
+        expect(x, n, KVS_CALIB_BAD_VALUE, "mass NaN");
+        memcpy(x, b, n);
+        const double small = 1e-3; /* where no query may look (t=0, s=0): must be 0 */
+        memcpy(&v, &small, 8);
+        for (int i = 0; i < 8; i++) x[mass0 + i] = (uint8_t)(v >> (8 * i));
+        reseal(x, n);
+        expect(x, n, KVS_CALIB_BAD_VALUE, "mass where no query looks");
+    }
+    /* rankings: the order arrays sit before horder at the end of the section */
+    {
+        const size_t U = 6, nb = 10, horder_bytes = (2 * U * 2 + 7) / 8 * 8, order_bytes = (2 * nb * U * 2 + 7) / 8 * 8;
+        const size_t order0 = n - 8 - horder_bytes - order_bytes;
+        memcpy(x, b, n);
+        x[order0 + 2] = x[order0]; /* a duplicate unit */
+        x[order0 + 3] = x[order0 + 1];
+        reseal(x, n);
+        expect(x, n, KVS_CALIB_BAD_RANKING, "duplicate in a ranking");
+        memcpy(x, b, n);
+        uint8_t t0 = x[order0], t1 = x[order0 + 1]; /* a valid permutation, but not the statistics' */
+        x[order0] = x[order0 + 2], x[order0 + 1] = x[order0 + 3];
+        x[order0 + 2] = t0, x[order0 + 3] = t1;
+        reseal(x, n);
+        expect(x, n, KVS_CALIB_BAD_RANKING, "ranking that disagrees with the statistics");
+    }
+    /* sections: HEAT twice is an error; an unknown section is skipped (a later method's data) */
+    {
+        const size_t sec = n - 8 - 120;
+        uint8_t *y = malloc(n + sec + 32);
+        memcpy(y, b, n - 8);
+        memcpy(y + n - 8, b + 120, sec);
+        const size_t m = n + sec;
+        put32(y + 112, 2);
+        for (int i = 0; i < 8; i++) y[16 + i] = (uint8_t)((uint64_t)m >> (8 * i));
+        reseal(y, m);
+        expect(y, m, KVS_CALIB_BAD_SECTION, "HEAT twice");
+        memcpy(y + n - 8, "STIF", 4);
+        reseal(y, m);
+        kvs_calib *c = NULL;
+        CHECK_OK(kvs_calib_load_mem(y, m, &c));
+        CHECK(c && c->has_heat, "unknown section not skipped");
+        kvs_calib_free(c);
+        free(y);
+    }
+    free(x);
+    free(b);
+    kvs_calib_free(cal);
+    return test_done("test_calib");
+}
