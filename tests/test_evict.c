@@ -434,6 +434,7 @@ int main(void) {
                            "k=int4,v=int4,window=32,sinks=4,heatkv=head,budget=0.4",
                            "fp32,sinks=4,evict=uniform,budget=0.3",
                            "q8_0,sinks=2,heatkv=prop,budget=0.35",
+                           "q4_0,sinks=15,evict=uniform,budget=0.4", /* 385 stored: a last block of one token */
                            "k=int4,v=int4,window=32,sinks=4,heatkv=greedy,budget=0.3",
                            "k=int2,v=int4,window=64,sinks=4,evict=random,budget=0.5,scale=token",
                            "k=int4,v=int4,window=32,heatkv=block,budget=0.4,self=cache"};

@@ -30,9 +30,11 @@ static long long quant_at(const kvs_config *cfg, long long t) {
     return q;
 }
 
-int kvs__evict_n_blocks(const kvs_config *cfg) {
+int kvs__evict_n_blocks(const kvs_config *cfg) { /* every stored token's block, evictable or not (self=cache) */
     const int B = kvs__evict_block(cfg);
-    return B ? (int)((quant_at(cfg, cfg->max_tokens) + B - 1) / B) : 0;
+    long long s, q, w;
+    kvs__counts(cfg, cfg->max_tokens, &s, &q, &w);
+    return B ? (int)((q + B - 1) / B) : 0;
 }
 
 /* max over t <= T of R(t) */
