@@ -207,11 +207,11 @@ int cmd_needle(int argc, char **argv) {
     FILE *s = fopen(path, "w");
     if (s) { /* one panel per config: lengths down, depths across */
         const int cw = 44, ch = 26, left = 70, top = 40, gap = 36, panel = depths.n * cw;
-        const int width = left + n_cfg * (panel + gap) > 600 ? left + n_cfg * (panel + gap) : 600;
+        const int width = left + n_cfg * (panel + gap) > 660 ? left + n_cfg * (panel + gap) : 660;
         fprintf(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n",
-                width, top + lengths.n * ch + 50);
+                width, top + lengths.n * ch + 30);
         fprintf(s, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-        fprintf(s, "<text x=\"%d\" y=\"18\" font-size=\"14\">Pass-key accuracy (%%) by prompt length (rows) and depth of the key (columns), %d trial(s) per cell</text>\n",
+        fprintf(s, "<text x=\"%d\" y=\"18\" font-size=\"14\">Pass-key accuracy (%%): rows prompt length, columns depth of the key; %d trial(s) per cell</text>\n",
                 left, trials);
         for (int c = 0; c < n_cfg; c++) {
             const int x0 = left + c * (panel + gap);
