@@ -70,16 +70,20 @@ void kvs_heat_observe(void *user, int layer, int n, int pos0, const float *q, co
     memcpy(K + (size_t)pos0 * H * d, k, (size_t)n * H * d * sizeof(float));
     s->seen[layer] = pos0 + n;
     const int P1 = pos0 + n; /* keys 0 .. P1-1 */
+    /* per KV head: one query's scores (then probabilities), and its block masses per query head */
+    float *rows = malloc((size_t)H * P1 * sizeof(float));
+    double *bms = malloc((size_t)H * g * nb * sizeof(double));
+    if (!rows || !bms) {
+        free(rows), free(bms);
+        s->err = kvs_report(KVS_ERR_NOMEM, "calibrate: out of memory for %d positions", P1);
+        return;
+    }
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
     for (int h = 0; h < H; h++) {
-        float *sc = malloc((size_t)n * P1 * sizeof(float));
-        double *bm = malloc((size_t)g * nb * sizeof(double)); /* block masses of one query, per query head */
-        if (!sc || !bm) {
-            free(sc), free(bm);
-            continue; /* reported below */
-        }
+        float *row = rows + (size_t)h * P1;
+        double *bm = bms + (size_t)h * g * nb;
         for (int i = 0; i < n; i++) {
             const int P = pos0 + i;
             /* eligible source blocks: s with S + (s+1) B <= P + 1 - W */
@@ -88,7 +92,6 @@ void kvs_heat_observe(void *user, int layer, int n, int pos0, const float *q, co
             const int t = (P - S) / B;
             for (int hh = 0; hh < g; hh++) {
                 const float *qv = q + ((size_t)i * NH + (size_t)h * g + hh) * d;
-                float *row = sc + (size_t)i * P1;
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, P + 1, d, s->tau, K + (size_t)h * d, H * d, qv, 1, 0.0f, row, 1);
                 float mx = row[0];
                 for (int j = 1; j <= P; j++) mx = row[j] > mx ? row[j] : mx;
@@ -115,8 +118,8 @@ void kvs_heat_observe(void *user, int layer, int n, int pos0, const float *q, co
                 if (layer == 0 && h == 0) s->nq[(size_t)t * nb + x]++;
             }
         }
-        free(sc), free(bm);
     }
+    free(rows), free(bms);
 }
 
 kvs_status kvs_heat_stats_error(const kvs_heat_stats *s) { return s->err; }
