@@ -245,7 +245,7 @@ static void budgets(void) {
     long long b[64];
     const long long base = 300, cap = 2048;
     for (long long M = base * U; M <= cap * U; M += 1777) {
-        kvs__prop_budgets(cal->heat.far, U, base, M, cap, b);
+        CHECK(kvs__prop_budgets(cal->heat.far, U, base, M, cap, b), "prop budgets");
         long long sum = 0;
         int bad = 0, inverted = 0;
         for (int u = 0; u < U; u++) {
@@ -254,7 +254,7 @@ static void budgets(void) {
             for (int v = 0; v < U; v++) inverted += cal->heat.far[u] > cal->heat.far[v] && b[u] + 1 < b[v];
         }
         CHECK(sum == M && !bad && !inverted, "prop M=%lld: sum %lld, %d out of range, %d inverted", M, sum, bad, inverted);
-        kvs__greedy_budgets(cal, 0, U, base, M, cap, b);
+        CHECK(kvs__greedy_budgets(cal, 0, U, base, M, cap, b), "greedy budgets");
         sum = 0, bad = 0;
         const int nb = cal->heat.n_blocks, B = cal->heat.block;
         double min_last = 1e300, max_next = -1.0;

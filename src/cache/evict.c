@@ -108,12 +108,16 @@ static void per_head_drops(int B, int nb, const int32_t *tc, long long budget, i
 
 /* b_u = base + share of the pool proportional to score, capped at max_tokens, sum exactly M
  * (largest remainder; the excess of capped units goes to the others). */
-void kvs__prop_budgets(const double *score, int U, long long base, long long M, long long cap, long long *b) {
+int kvs__prop_budgets(const double *score, int U, long long base, long long M, long long cap, long long *b) {
     char *capped = calloc((size_t)U, 1);
     double *rem = malloc((size_t)U * sizeof(double));
+    if (!capped || !rem) {
+        free(capped), free(rem);
+        return 0;
+    }
     for (int u = 0; u < U; u++) b[u] = base;
     long long pool = M - base * U;
-    for (int round = 0; capped && rem && pool > 0 && round <= U; round++) {
+    for (int round = 0; pool > 0 && round <= U; round++) {
         double sum = 0.0;
         int free_units = 0;
         for (int u = 0; u < U; u++)
@@ -143,23 +147,23 @@ void kvs__prop_budgets(const double *score, int U, long long base, long long M, 
     }
     free(capped);
     free(rem);
+    return 1;
 }
 
 /* b_u = base + the calibration blocks that keep the most attention mass: unit u's profile m_u(k) is
  * the calibrated mass its queries put on source blocks k blocks back (mean over query blocks); each
  * step gives one block of slots to the unit whose next-older block holds the most mass (optimal
  * for the dropped-mass objective when profiles decrease with distance, as they do). */
-void kvs__greedy_budgets(const kvs_calib *cal, int agg, int U, long long base, long long M, long long cap, long long *b) {
+int kvs__greedy_budgets(const kvs_calib *cal, int agg, int U, long long base, long long M, long long cap, long long *b) {
     const int nb = cal->heat.n_blocks, Bc = cal->heat.block;
     double *prof = calloc((size_t)U * (nb + 1), sizeof(double));
     int *kept = calloc((size_t)U, sizeof(int));
+    if (!prof || !kept) {
+        free(prof), free(kept);
+        return 0;
+    }
     for (int u = 0; u < U; u++) b[u] = base;
     long long pool = M - base * U;
-    if (!prof || !kept) { /* never: small; fall back to equal shares */
-        for (int u = 0; u < U && pool > 0; u++) b[u] += pool / U;
-        free(prof), free(kept);
-        return;
-    }
     const int H = cal->n_kv_heads;
     for (int u = 0; u < U; u++)
         for (int k = 1; k <= nb; k++) {
@@ -187,6 +191,7 @@ void kvs__greedy_budgets(const kvs_calib *cal, int agg, int U, long long base, l
     }
     free(prof);
     free(kept);
+    return 1;
 }
 
 /* ---- rankings (block, head, random): x(t) units lose every complete block ------------------ */
@@ -199,12 +204,13 @@ static uint64_t xorshift(uint64_t *s) {
 }
 
 /* rank[b][u]: position of unit u in block b's removal order (0 = first removed). */
-static void rankings(const kvs_config *cfg, int U, int nb, int *rank) {
+static int rankings(const kvs_config *cfg, int U, int nb, int *rank) {
     const kvs_calib *cal = cfg->calib;
     uint16_t *perm = malloc((size_t)U * sizeof(uint16_t));
+    if (!perm) return 0;
     uint64_t st = 0x9E3779B97F4A7C15ull ^ ((uint64_t)cfg->seed * 0xD1B54A32D192ED03ull);
     if (!st) st = 1;
-    for (int b = 0; b < nb && perm; b++) {
+    for (int b = 0; b < nb; b++) {
         const uint16_t *o;
         if (cfg->evict == KVS_EVICT_RANDOM) {
             for (int u = 0; u < U; u++) perm[u] = (uint16_t)u;
@@ -223,6 +229,7 @@ static void rankings(const kvs_config *cfg, int U, int nb, int *rank) {
         for (int r = 0; r < U; r++) rank[(size_t)b * U + o[r]] = r;
     }
     free(perm);
+    return 1;
 }
 
 typedef struct {
@@ -310,10 +317,11 @@ kvs_status kvs__evict_plan(const kvs_config *cfg, kvs_evict_plan *plan) {
         const long long base = r_max(cfg, B);
         if (cfg->evict == KVS_EVICT_UNIFORM) {
             for (int u = 0; u < U; u++) bu[u] = M / U; /* the same for every head; M % U slots unused */
-        } else if (cfg->evict == KVS_EVICT_HEATKV_PROP) {
-            kvs__prop_budgets(cfg->calib->heat.far + (size_t)cfg->agg * U, U, base, M, T, bu);
-        } else {
-            kvs__greedy_budgets(cfg->calib, (int)cfg->agg, U, base, M, T, bu);
+        } else if (!(cfg->evict == KVS_EVICT_HEATKV_PROP
+                         ? kvs__prop_budgets(cfg->calib->heat.far + (size_t)cfg->agg * U, U, base, M, T, bu)
+                         : kvs__greedy_budgets(cfg->calib, (int)cfg->agg, U, base, M, T, bu))) {
+            free(bu);
+            goto oom;
         }
         for (int u = 0; u < U; u++) per_head_drops(B, nb, tc, bu[u], plan->drop + (size_t)u * nb);
         free(bu);
@@ -342,7 +350,10 @@ kvs_status kvs__evict_plan(const kvs_config *cfg, kvs_evict_plan *plan) {
             }
         }
     }
-    rankings(cfg, U, nb, rank);
+    if (!rankings(cfg, U, nb, rank)) {
+        free(tx), free(rank), free(at);
+        goto oom;
+    }
     for (int l = 0; l < L; l++)
         for (int h = 0; h < H; h++)
             for (int b = 0; b < nb; b++) {

@@ -29,8 +29,8 @@ kvs_status kvs__evict_validate(const kvs_config *cfg);
 kvs_status kvs__evict_plan(const kvs_config *cfg, kvs_evict_plan *plan);
 void kvs__evict_plan_free(kvs_evict_plan *plan);
 /* Per-unit slot budgets (heatkv=prop, heatkv=greedy), each >= base and <= cap, summing to M (less
- * only when every unit is capped). Exposed for the tests. */
-void kvs__prop_budgets(const double *score, int U, long long base, long long M, long long cap, long long *b);
-void kvs__greedy_budgets(const struct kvs_calib *cal, int agg, int U, long long base, long long M, long long cap,
+ * only when every unit is capped). 1, or 0 out of memory. Exposed for the tests. */
+int kvs__prop_budgets(const double *score, int U, long long base, long long M, long long cap, long long *b);
+int kvs__greedy_budgets(const struct kvs_calib *cal, int agg, int U, long long base, long long M, long long cap,
                          long long *b);
 #endif
