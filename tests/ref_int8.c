@@ -23,7 +23,7 @@ static void groups_i8(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
     int8_t a8[1024], w8[256];
     kvs_partial_init(j, p);
     for (int grp = g0; grp < g1; grp++) {
-        const uint8_t *kp = j->blk[grp], *vp = kp + c->kbytes;
+        const uint8_t *kp = j->blk[grp], *vp = kp + c->m.key.bytes;
         const float *norm = kvs_job_norm(j, grp);
         for (int i = j->i0; i < j->i1; i++) {
             const int nt = kvs_job_group_tokens(j, i, grp);
@@ -45,14 +45,14 @@ static void groups_i8(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
                     for (int t = 0; t < nt; t++) {
                         int32_t isum = 0;
                         for (int x = 0; x < d; x++) isum += a8[x] * (int32_t)kvs_get_code(kp, kvs_key_bit(kb, G, x, t), kb);
-                        s[t] = c->tau * (norm ? norm[t] : 1.0f) * (sa * (float)isum + beta);
+                        s[t] = c->m.tau * (norm ? norm[t] : 1.0f) * (sa * (float)isum + beta);
                     }
                 } else {
                     for (int t = 0; t < nt; t++) {
-                        kvs__block_key(c, kp, norm, t, kd);
+                        kvs__block_key(&c->m, kp, norm, t, kd);
                         float dot = 0.0f;
                         for (int x = 0; x < d; x++) dot += qr[x] * kd[x];
-                        s[t] = c->tau * dot;
+                        s[t] = c->m.tau * dot;
                     }
                 }
                 kvs__ref_jensen(j, i, hh, kp, norm, nt, s);
@@ -76,7 +76,7 @@ static void groups_i8(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
                     }
                 } else {
                     for (int t = 0; t < nt; t++) {
-                        kvs__block_value(c, kp, t, vd);
+                        kvs__block_value(&c->m, kp, t, vd);
                         for (int x = 0; x < d; x++) acc[x] += s[t] * vd[x];
                     }
                 }
@@ -87,4 +87,5 @@ static void groups_i8(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
 
 static void fp_i8(const kvs_attn_job *j, kvs_partial *p) { kvs_kernels_ref.fp(j, p); }
 
-const kvs_kernel_table kvs_kernels_ref_int8 = {"ref-int8", groups_i8, fp_i8};
+static const kvs_groups_entry i8_groups[] = {{KVS_LAYOUT_ANY, KVS_LAYOUT_ANY, 0, 0, groups_i8, "ref-int8"}};
+const kvs_kernel_table kvs_kernels_ref_int8 = {"ref-int8", i8_groups, 1, fp_i8};

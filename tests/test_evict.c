@@ -9,7 +9,9 @@
 
 static long long stored_at(const kvs_config *cfg, long long t) {
     long long s, q, w;
-    kvs__counts(cfg, t, &s, &q, &w);
+    kvs_method m;
+    kvs__method_resolve(cfg, &m);
+    kvs__counts(&m, t, &s, &q, &w);
     return q;
 }
 /* evictable: as evict.c defines it (self=cache keeps the newest token's block one step longer) */
@@ -306,7 +308,7 @@ static void masked_ref(const kvs_cache *D, const kvs_cache *E, int l, int qh, lo
     const int d = D->d, hk = qh / D->g, S = cfg->sinks, G = D->G;
     const long long state = P + (cfg->self == KVS_SELF_CACHE);
     const long long nq = stored_at(cfg, state);
-    const int32_t *drop = kvs_stream_drops(E, l, hk);
+    const int32_t *drop = kvs_stream_at(E, l, hk)->drop;
     double m = -1e300, sum = 0.0, *acc = calloc((size_t)d, sizeof(double));
     double *sc = malloc((size_t)(P + 1) * sizeof(double));
     float kd[1024], vd[1024];
@@ -318,13 +320,13 @@ static void masked_ref(const kvs_cache *D, const kvs_cache *E, int l, int qh, lo
                 if (drop && state >= drop[u / E->plan.blk_tokens]) continue; /* masked */
                 const uint8_t *blk = kvs_stream_at(D, l, hk)->blk[u / G];
                 const float *nrm = D->layers[l].norm ? D->layers[l].norm[u / G] : NULL;
-                kvs__block_key(D, blk, nrm, (int)(u % G), kd);
-                kvs__block_value(D, blk, (int)(u % G), vd);
+                kvs__block_key(&D->m, blk, nrm, (int)(u % G), kd);
+                kvs__block_value(&D->m, blk, (int)(u % G), vd);
                 kr = kd, vr = vd;
             }
             double s = 0.0;
             for (int x = 0; x < d; x++) s += (double)q[x] * kr[x];
-            s *= D->tau;
+            s *= D->m.tau;
             if (pass == 0) {
                 sc[p] = s;
                 m = s > m ? s : m;

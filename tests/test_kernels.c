@@ -73,7 +73,7 @@ static void rounding_bound(kvs_cache *c, const layout *L, const float *q, const 
                 const float *qq = q + ((size_t)i * L->NH + (size_t)h * g + hh) * d;
                 memcpy(qr, qq, sizeof(float) * d);
                 if (c->cfg.rotate == KVS_ROTATE_HADAMARD) kvs_fwht(qr, d);
-                kvs_jensen_weights(qr, d, c->tau, c->cfg.lambda, w);
+                kvs_jensen_weights(qr, d, c->m.tau, c->cfg.lambda, w);
                 const uint8_t *const *blk = view.blk + (size_t)h * view.n_groups;
                 /* exact scores: quantized tokens first, then the fp32 rows */
                 size_t nt = 0;
@@ -81,23 +81,23 @@ static void rounding_bound(kvs_cache *c, const layout *L, const float *q, const 
                 for (int grp = 0; grp < view.n_groups; grp++) {
                     const float *norm = view.norm ? view.norm[grp] : NULL;
                     for (int t = 0; t < G && grp * G + t < view.vis[i]; t++) {
-                        kvs__block_key(c, blk[grp], norm, t, kd);
+                        kvs__block_key(&c->m, blk[grp], norm, t, kd);
                         double dot = 0.0;
                         for (int x = 0; x < d; x++) dot += (double)qr[x] * kd[x];
-                        double st = c->tau * dot;
+                        double st = c->m.tau * dot;
                         const double nrm = norm ? norm[t] : 1.0;
                         if (c->cfg.jensen != KVS_JENSEN_OFF) {
-                            kvs__block_key_delta(c, blk[grp], t, delta);
+                            kvs__block_key_delta(&c->m, blk[grp], t, delta);
                             if (c->cfg.jensen == KVS_JENSEN_TAYLOR) {
                                 double b = 0.0;
                                 for (int x = 0; x < d; x++) b += (double)w[x] * delta[x] * delta[x];
                                 st -= nrm * nrm * b;
                             } else {
-                                st -= kvs_jensen_exact(qr, delta, d, c->tau, (float)nrm, c->cfg.lambda);
+                                st -= kvs_jensen_exact(qr, delta, d, c->m.tau, (float)nrm, c->cfg.lambda);
                             }
                         }
                         s[nt++] = st;
-                        kvs__block_value(c, blk[grp], t, vd);
+                        kvs__block_value(&c->m, blk[grp], t, vd);
                         double vn = 0.0;
                         for (int x = 0; x < d; x++) vn += (double)vd[x] * vd[x];
                         vmax = fmax(vmax, sqrt(vn));
@@ -108,7 +108,7 @@ static void rounding_bound(kvs_cache *c, const layout *L, const float *q, const 
                                 amax = fmax(amax, fabs((double)qr[x] * kvs_fp16_at(S, x)));
                                 csum += fabs(kvs_get_code(blk[grp], kvs_key_bit(kb, G, x, t), kb) - 0.5 * ((1 << kb) - 1));
                             }
-                            E = fmax(E, c->tau * nrm * amax / 254.0 * csum);
+                            E = fmax(E, c->m.tau * nrm * amax / 254.0 * csum);
                         }
                     }
                 }
@@ -122,7 +122,7 @@ static void rounding_bound(kvs_cache *c, const layout *L, const float *q, const 
                             dot += (double)qq[x] * kr[x];
                             vn += (double)vr[x] * vr[x];
                         }
-                        s[nt++] = c->tau * dot;
+                        s[nt++] = c->m.tau * dot;
                         vmax = fmax(vmax, sqrt(vn));
                     }
                 for (size_t t = 0; t < nt; t++) M = fmax(M, s[t]);
@@ -134,7 +134,7 @@ static void rounding_bound(kvs_cache *c, const layout *L, const float *q, const 
                     size_t t0 = 0;
                     for (int grp = 0; grp < view.n_groups && t0 < nq; grp++) {
                         const int vis = view.vis[i] - grp * G < G ? view.vis[i] - grp * G : G;
-                        const uint8_t *S = blk[grp] + c->kbytes + (size_t)G * d * vb / 8;
+                        const uint8_t *S = blk[grp] + c->m.key.bytes + (size_t)G * d * vb / 8;
                         for (int jg = 0; jg < d / G; jg++) {
                             double wmax = 0.0;
                             for (int t = 0; t < vis; t++)
@@ -143,7 +143,7 @@ static void rounding_bound(kvs_cache *c, const layout *L, const float *q, const 
                             for (int x = jg * G; x < (jg + 1) * G; x++) {
                                 double csum = 0.0;
                                 for (int t = 0; t < vis; t++)
-                                    csum += fabs(kvs_get_code(blk[grp] + c->kbytes, kvs_val_bit(vb, G, d, t, x), vb) -
+                                    csum += fabs(kvs_get_code(blk[grp] + c->m.key.bytes, kvs_val_bit(vb, G, d, t, x), vb) -
                                                  0.5 * ((1 << vb) - 1));
                                 dv[x] += wmax / 254.0 * csum;
                             }
@@ -171,6 +171,7 @@ static double l2_diff(const float *a, const float *b, int d) {
 typedef struct {
     int cases, bad_bound, bad_contract, bad_chunk;
     double worst_ratio, worst_contract;
+    int entry_hits[16]; /* layouts run by each entry of the AVX2 codec table */
 } tally;
 
 static void run_layout(const layout *L, rng_t *r, int have_avx2, tally *tl) {
@@ -186,6 +187,8 @@ static void run_layout(const layout *L, rng_t *r, int have_avx2, tally *tl) {
     if (!c) goto out;
     tl->cases++;
 #if defined(KVS_HAVE_AVX2)
+    const long ent = kvs__groups_for(&kvs_kernels_avx2, &c->m) - kvs_kernels_avx2.groups;
+    if (ent >= 0 && ent < 16) tl->entry_hits[ent]++;
     const kvs_kernel_table *sets[2] = {&kvs_kernels_ref, &kvs_kernels_avx2};
 #else
     const kvs_kernel_table *sets[2] = {&kvs_kernels_ref, &kvs_kernels_ref};
@@ -275,6 +278,15 @@ static void kernel_matrix(void) {
                 seen_vt[side ? ti : 4 + 2 * ((idx / 2) % 2)]++;
                 seen_n[(ti + 2 * mi + side) % 3]++;
             }
+    /* per-token row types on both sides (llama.cpp's cache types), which the matrix pairs only with
+     * INT2/INT4: the codec table has kernels of their own for them */
+    static const char *rows_pairs[][2] = {{"fp16", "fp16"}, {"q8_0", "q8_0"}, {"q4_0", "q4_0"}, {"fp32", "q8_0"}};
+    for (int x = 0; x < 8; x++) {
+        layout L = {{0}, 3, 9, x % 2 ? 128 : 64, 32 * (3 + x), 1 + 19 * (x % 3)};
+        snprintf(L.cfg, sizeof L.cfg, "k=%s,v=%s,group=32,sinks=%d,self=%s,%s", rows_pairs[x / 2][0], rows_pairs[x / 2][1],
+                 x % 3, x % 2 ? "cache" : "exact", methods[x % 5]);
+        run_layout(&L, &r, have_avx2, &tl);
+    }
     int missing = 0; /* every (head_dim, G) pair, every type on both sides, every chunk length */
     for (int a = 0; a < 2; a++)
         for (int b = 0; b < 4; b++) missing += !seen_dg[a][b];
@@ -284,7 +296,12 @@ static void kernel_matrix(void) {
     printf("kernels: %d layouts; avx2 vs float reference: worst |diff| / rounding bound %.3f; avx2 vs rounding "
            "reference: worst %.3g\n",
            tl.cases, tl.worst_ratio, tl.worst_contract);
-    CHECK(tl.cases == 80, "only %d of 80 layouts ran", tl.cases);
+    CHECK(tl.cases == 88, "only %d of 88 layouts ran", tl.cases);
+#if defined(KVS_HAVE_AVX2)
+    /* every kernel of the AVX2 codec table was chosen for some layout and checked above */
+    for (int e = 0; have_avx2 && e < kvs_kernels_avx2.n_groups; e++)
+        CHECK(tl.entry_hits[e] > 0, "no layout ran the avx2 kernel '%s'", kvs_kernels_avx2.groups[e].name);
+#endif
     CHECK(tl.bad_bound == 0, "%d layouts beyond the rounding bound", tl.bad_bound);
     CHECK(tl.bad_contract == 0, "%d layouts differ from the rounding reference", tl.bad_contract);
     CHECK(tl.bad_chunk == 0, "%d layouts: a chunk differs from token-by-token decoding", tl.bad_chunk);
@@ -313,8 +330,71 @@ static void thread_determinism(void) {
 }
 #endif
 
+/* The plan is resolved once and read per stream: what a config means (plan.c), which kernel its
+ * codecs select, and that the driver and both kernel sets take a stream's score terms from that
+ * stream's plan. Cache C runs Jensen on KV head 1 only (its plan swapped after creation): head 1's
+ * outputs must be those of an all-Jensen cache, the other heads' those of a cache without. */
+static void per_stream_plans(void) {
+    kvs_config cfg = kvs_config_default();
+    kvs_method m;
+    CHECK_OK(kvs_config_parse(&cfg, "oscar-int2,jensen=taylor"));
+    kvs__method_resolve(&cfg, &m);
+    CHECK(m.key.layout == KVS_LAYOUT_PAIRED && m.value.layout == KVS_LAYOUT_PAIRED && m.key.bits == 2 && m.rotate &&
+              m.token_norm && m.jensen == KVS_JENSEN_TAYLOR && m.unit == 32 && fabsf(m.tau - 0.125f) < 1e-7f,
+          "oscar-int2 plan: key %s, value %s", kvs__layout_name(m.key.layout), kvs__layout_name(m.value.layout));
+    CHECK(m.key.bytes + m.value.bytes == 2 * (64 * 8 + 64 * 4), "oscar-int2 group bytes %zu", m.key.bytes + m.value.bytes);
+    CHECK(!strcmp(kvs__groups_for(&kvs_kernels_ref, &m)->name, "ref"), "reference table: one kernel for all codecs");
+    cfg = kvs_config_default();
+    CHECK_OK(kvs_config_parse(&cfg, "q8_0"));
+    kvs__method_resolve(&cfg, &m);
+    CHECK(m.key.layout == KVS_LAYOUT_ROWS && m.value.layout == KVS_LAYOUT_ROWS && m.unit == 1 && m.self_cache &&
+              m.key.row == 68,
+          "q8_0 plan: key %s row %zu, self %d", kvs__layout_name(m.key.layout), m.key.row, m.self_cache);
+    CHECK_OK(kvs_config_parse(&cfg, "k=int3,v=int8"));
+    kvs__method_resolve(&cfg, &m);
+    CHECK(m.key.layout == KVS_LAYOUT_AFFINE && m.value.layout == KVS_LAYOUT_AFFINE && !m.key.perm && m.value.perm,
+          "int3/int8 plan: key %s, value %s", kvs__layout_name(m.key.layout), kvs__layout_name(m.value.layout));
+#if defined(KVS_HAVE_AVX2)
+    CHECK(!strcmp(kvs__groups_for(&kvs_kernels_avx2, &m)->name, "any G32 d64"), "int3/int8 kernel '%s'",
+          kvs__groups_for(&kvs_kernels_avx2, &m)->name);
+#endif
+
+    rng_t r = {34};
+    layout with = {"oscar-int2,jensen=taylor,sinks=2,window=32", 3, 9, 64, 700, 9}, without = with;
+    strcpy(without.cfg, "oscar-int2,jensen=off,sinks=2,window=32");
+    const size_t tokens = (size_t)with.T + with.n, nout = (size_t)with.n * 9 * 64;
+    float *k = malloc(sizeof(float) * tokens * 3 * 64), *v = malloc(sizeof(float) * tokens * 3 * 64);
+    float *q = malloc(sizeof(float) * nout), *a = malloc(sizeof(float) * nout), *b = malloc(sizeof(float) * nout),
+          *x = malloc(sizeof(float) * nout);
+    fill_kv(&r, k, v, tokens, 3, 64);
+    fill_normal(&r, q, nout, 0.8);
+    const float *kc = k + (size_t)with.T * 3 * 64, *vc = v + (size_t)with.T * 3 * 64;
+    kvs_cache *A = make_cache(&with, 0, k, v), *B = make_cache(&without, 0, k, v), *C = make_cache(&without, 0, k, v);
+    for (int ks = 0; A && B && C && ks < 2; ks++) {
+        if (kvs_set_kernels(ks ? "avx2" : "ref") != KVS_OK) break; /* no AVX2: the reference only */
+        kvs_stream_at(C, 0, 1)->m = &A->m;
+        CHECK_OK(kvs_attend(A, 0, with.n, q, kc, vc, a));
+        CHECK_OK(kvs_attend(B, 0, with.n, q, kc, vc, b));
+        CHECK_OK(kvs_attend(C, 0, with.n, q, kc, vc, x));
+        int bad = 0, moved = 0;
+        for (int i = 0; i < with.n; i++)
+            for (int h = 0; h < 9; h++) {
+                const size_t o = ((size_t)i * 9 + h) * 64;
+                const float *want = h / 3 == 1 ? a : b;
+                bad += memcmp(x + o, want + o, 64 * sizeof(float)) != 0;
+                moved += memcmp(a + o, b + o, 64 * sizeof(float)) != 0;
+            }
+        CHECK(bad == 0, "%s: %d head outputs do not follow their stream's plan", kvs_kernels(), bad);
+        CHECK(moved > 0, "%s: Jensen changed nothing, the test cannot tell plans apart", kvs_kernels());
+    }
+    CHECK_OK(kvs_set_kernels("auto"));
+    kvs_cache_free(A), kvs_cache_free(B), kvs_cache_free(C);
+    free(k), free(v), free(q), free(a), free(b), free(x);
+}
+
 int main(void) {
     kernel_matrix();
+    per_stream_plans();
 #ifdef _OPENMP
     thread_determinism();
 #else

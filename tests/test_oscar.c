@@ -96,7 +96,7 @@ int main(void) {
         }
         CHECK(worst <= 1e-5, "norm differs from |k| by %g relative", worst);
         float kd[64];
-        kvs__block_key(c, kvs_stream_at(c, 0, 0)->blk[0], c->layers[0].norm[0], 5, kd);
+        kvs__block_key(&c->m, kvs_stream_at(c, 0, 0)->blk[0], c->layers[0].norm[0], 5, kd);
         int finite = 1;
         for (int i = 0; i < 64; i++) finite &= isfinite(kd[i]) && fabsf(kd[i]) < 1e-2f;
         CHECK(finite, "zero key does not come back as ~0");

@@ -1,5 +1,6 @@
-/* kvs_attend: checks, query rotation and Jensen weights, work items over (KV head, group range),
- * threads, and the fixed-order merge of online-softmax partials. */
+/* kvs_attend: checks, each stream's query transform and score weights (from its plan), work items
+ * over (KV head, group range) run by the kernels that the plans' codecs select, threads, and the
+ * fixed-order merge of online-softmax partials with each stream's output transform. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,6 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
     if (!st) st = check_finite(v, nkv, "v");
     if (st) return st;
 
-    const kvs_config *cfg = &c->cfg;
     kvs_view view;
     if ((st = kvs__view_build(c, layer, n, k, v, &view))) return st;
     const int ngroups = view.n_groups;
@@ -48,19 +48,27 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
     const int n_items = H * items_per_head * nqb;
     const size_t part = (size_t)n * g * (2 + (size_t)d); /* floats per (KV head, item) */
 
+    /* per stream: the query in the stored basis and the Jensen weights, when its plan has them */
+    int rotate = 0, taylor = 0;
+    for (int h = 0; h < H; h++) {
+        const kvs_method *m = kvs_stream_at(c, layer, h)->m;
+        rotate |= m->rotate;
+        taylor |= m->jensen == KVS_JENSEN_TAYLOR && ngroups > 0;
+    }
     float *qr = NULL, *w = NULL;
     float *parts = malloc((size_t)H * items_per_head * part * sizeof(float));
-    int ok = parts != NULL;
-    if (ok && cfg->rotate == KVS_ROTATE_HADAMARD) {
-        ok = (qr = malloc(nq * sizeof(float))) != NULL;
-        if (ok) {
-            memcpy(qr, q, nq * sizeof(float));
-            for (size_t r = 0; r < (size_t)n * NH; r++) kvs_fwht(qr + r * d, d);
+    int ok = parts != NULL && (!rotate || (qr = malloc(nq * sizeof(float)))) && (!taylor || (w = malloc(nq * sizeof(float))));
+    for (int h = 0; ok && h < H; h++) {
+        const kvs_method *m = kvs_stream_at(c, layer, h)->m;
+        for (int i = 0; i < n; i++) {
+            const size_t r0 = ((size_t)i * NH + (size_t)h * g) * d, len = (size_t)g * d;
+            if (qr) {
+                memcpy(qr + r0, q + r0, len * sizeof(float));
+                if (m->rotate)
+                    for (int hh = 0; hh < g; hh++) kvs_fwht(qr + r0 + (size_t)hh * d, d);
+            }
+            if (w && m->jensen == KVS_JENSEN_TAYLOR) kvs_jensen_weights((qr ? qr : q) + r0, (int)len, m->tau, m->lambda, w + r0);
         }
-    }
-    if (ok && cfg->jensen == KVS_JENSEN_TAYLOR && ngroups > 0) {
-        ok = (w = malloc(nq * sizeof(float))) != NULL;
-        if (ok) kvs_jensen_weights(qr ? qr : q, (int)((size_t)n * NH * d), c->tau, cfg->lambda, w);
     }
     if (!ok) {
         free(parts);
@@ -69,24 +77,28 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
         return kvs_report(KVS_ERR_NOMEM, "attend: out of memory for %d queries", n);
     }
     const kvs_kernel_table *kt = kvs__kernels();
+    kvs_groups_fn groups_fn[KVS_MAX_KV_HEADS]; /* per stream, keyed by its plan's codecs */
+    for (int h = 0; h < H; h++) groups_fn[h] = kvs__groups_for(kt, kvs_stream_at(c, layer, h)->m)->fn;
 
 #ifdef _OPENMP
-    int nt = cfg->n_threads > 0 ? cfg->n_threads : omp_get_max_threads();
+    const int threads = c->m.n_threads;
+    int nt = threads > 0 ? threads : omp_get_max_threads();
     if (nt > n_items) nt = n_items;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
 #endif
     for (int it = 0; it < n_items; it++) {
         const int qb = it % nqb, s = it / nqb % items_per_head, h = it / nqb / items_per_head;
         const int i0 = qb * QUERY_BLOCK, i1 = i0 + QUERY_BLOCK < n ? i0 + QUERY_BLOCK : n;
-        kvs_attn_job j = {c, &view, layer, h, i0, i1, q, qr ? qr : q, w, k, v, view.blk + (size_t)h * ngroups,
-                          kvs_stream_drops(c, layer, h)};
+        const kvs_stream *sm = kvs_stream_at(c, layer, h);
+        kvs_attn_job j = {c, sm->m, &view, layer, h, i0, i1, q, qr ? qr : q, w, k, v, view.blk + (size_t)h * ngroups,
+                          sm->drop};
         float *base = parts + (size_t)(h * items_per_head + s) * part;
         kvs_partial p = {base, base + (size_t)n * g, base + (size_t)n * g * 2};
         if (s == 0) {
             kt->fp(&j, &p);
         } else {
             const int g0 = (s - 1) * per, g1 = g0 + per < ngroups ? g0 + per : ngroups;
-            kt->groups(&j, g0, g1, &p);
+            groups_fn[h](&j, g0, g1, &p);
         }
     }
 
@@ -114,7 +126,7 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
                     L += l * e;
                     for (int x = 0; x < d; x++) dst[x] += e * acc[x];
                 }
-                if (cfg->rotate == KVS_ROTATE_HADAMARD) kvs_fwht(accq, d);
+                if (kvs_stream_at(c, layer, h)->m->rotate) kvs_fwht(accq, d);
                 float *dst = out + ((size_t)i * NH + (size_t)h * g + hh) * d;
                 const float inv = 1.0f / L;
                 for (int x = 0; x < d; x++) dst[x] = (accq[x] + accf[x]) * inv;

@@ -549,23 +549,25 @@ static inline __attribute__((always_inline)) void value_isums(const uint8_t *cod
 
 /* ---- the groups kernel ------------------------------------------------------------------ */
 
-/* One body, stamped out for the common shapes (G and d as constants let the compiler unroll the
- * per-group loops) and once generic (GC = DC = 0: the cache's own values). */
+/* One body, stamped out per entry of the codec table at the end of this file: the codec layouts
+ * (KL, VL; -1 = the plan's, at run time) and the shape (GC, DC; 0 = the plan's) as constants let
+ * the compiler drop the other codecs' branches and unroll the per-group loops. */
 static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job *j, int g0, int g1, kvs_partial *p,
-                                                              const int GC, const int DC) {
-    const struct kvs_cache *c = j->c;
-    const kvs_config *cfg = &c->cfg;
-    const int d = DC ? DC : c->d, g = c->g, G = GC ? GC : c->G;
-    const kvs_type kt = cfg->k_type, vt = cfg->v_type;
-    const int kb = kvs_affine_bits(kt), vb = kvs_affine_bits(vt);
-    const int kperm = kb && perm_mode(kb, G), vperm = vb && perm_mode(vb, d);
-    const int kpair = kb && kvs_key_paired(kb, G), vpair = vb && kvs_val_paired(vb, G, d);
+                                                              const int GC, const int DC, const int KL, const int VL) {
+    const kvs_method *m = j->m;
+    const int d = DC ? DC : m->d, g = m->g, G = GC ? GC : m->G;
+    const kvs_layout kl = KL >= 0 ? (kvs_layout)KL : m->key.layout, vl = VL >= 0 ? (kvs_layout)VL : m->value.layout;
+    const kvs_type kt = m->key.type, vt = m->value.type;
+    const int kaff = kl != KVS_LAYOUT_ROWS, vaff = vl != KVS_LAYOUT_ROWS; /* affine codes with scale and offset */
+    const int kb = kaff ? m->key.bits : 0, vb = vaff ? m->value.bits : 0;
+    const int kperm = kaff && m->key.perm, vperm = vaff && m->value.perm;
+    const int kpair = kl == KVS_LAYOUT_PAIRED, vpair = vl == KVS_LAYOUT_PAIRED;
     const float mid_k = 0.5f * (float)((1 << kb) - 1), mid_v = 0.5f * (float)((1 << vb) - 1); /* middle codes */
-    const size_t krow = kvs_row_bytes(kt, d), vrow = vb ? (size_t)d * vb / 8 : kvs_row_bytes(vt, d);
+    const size_t krow = m->key.row, vrow = m->value.row, kbytes = m->key.bytes, blk_bytes = kbytes + m->value.bytes;
     const int nj = d / G > 0 ? d / G : 1;
     const int ggml_k = kt == KVS_TYPE_Q8_0 || kt == KVS_TYPE_Q4_0;
-    const float tau = c->tau;
-    const int jensen = cfg->jensen;
+    const float tau = m->tau, lambda = m->lambda;
+    const int jensen = m->jensen;
 
     /* scratch: scores [g][G], folded query a [g][d], steps [d], value weights [g][nj][G],
      * value offsets [g][nj] */
@@ -579,7 +581,7 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
         free(qh);
         free(i8);
         free(isum);
-        kvs_kernels_ref.groups(j, g0, g1, p);
+        kvs_kernels_ref.groups[0].fn(j, g0, g1, p);
         return;
     }
     float *S = scr, *A = S + (size_t)g * G, *dl = A + (size_t)g * d, *ws = dl + d, *wo = ws + (size_t)g * nj * G;
@@ -591,21 +593,21 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
     for (int grp = g0; grp < g1; grp++) {
         const uint8_t *kp = j->blk[grp];
         if (!kp) continue; /* evicted before this chunk */
-        const uint8_t *vp = kp + c->kbytes;
+        const uint8_t *vp = kp + kbytes;
         const float *nrm = kvs_job_norm(j, grp);
         if (grp + 2 < g1 && j->blk[grp + 2]) { /* two groups ahead: one group's work is shorter than a DRAM miss chain */
-            prefetch_block(j->blk[grp + 2], c->kbytes + c->vbytes < 4096 ? c->kbytes + c->vbytes : 0);
+            prefetch_block(j->blk[grp + 2], blk_bytes < 4096 ? blk_bytes : 0);
             if (nrm) _mm_prefetch((const char *)kvs_job_norm(j, grp + 2), _MM_HINT_T0);
         }
-        const uint16_t *Sk = kb ? (const uint16_t *)(kp + (size_t)d * G * kb / 8) : NULL, *Ok = Sk ? Sk + d : NULL;
-        if (kb && jensen == KVS_JENSEN_EXACT)
+        const uint16_t *Sk = kaff ? (const uint16_t *)(kp + (size_t)d * G * kb / 8) : NULL, *Ok = Sk ? Sk + d : NULL;
+        if (kaff && jensen == KVS_JENSEN_EXACT)
             for (int x = 0; x < d; x += 8) _mm256_storeu_ps(dl + x, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + x))));
         for (int i = j->i0; i < j->i1; i++) {
             const int vis = kvs_job_group_tokens(j, i, grp); /* < G only in a partial last group */
             if (vis <= 0) continue;
             for (int h = 0; h < g; h++) qh[h] = kvs_job_q(j, j->qr, i, h);
             /* scores of the G tokens for the g heads */
-            if (kb) {
+            if (kaff) {
                 float beta[256], bj[256];
                 for (int h = 0; h < g; h++) {
                     __m256 bacc = _mm256_setzero_ps(), jacc = _mm256_setzero_ps();
@@ -656,13 +658,13 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
                         _mm256_storeu_ps(s + t, x);
                     }
                     if (jensen == KVS_JENSEN_EXACT)
-                        for (int t = 0; t < G; t++) s[t] -= kvs_jensen_exact(qh[h], dl, d, tau, nrm ? nrm[t] : 1.0f, cfg->lambda);
+                        for (int t = 0; t < G; t++) s[t] -= kvs_jensen_exact(qh[h], dl, d, tau, nrm ? nrm[t] : 1.0f, lambda);
                 }
             } else {
                 row_dots(kt, kp, krow, G, d, g, qh, S);
                 for (int t = 0; t < vis; t++) {
                     const float nt = nrm ? nrm[t] : 1.0f;
-                    if (jensen && ggml_k) kvs__block_key_delta(c, kp, t, dl);
+                    if (jensen && ggml_k) kvs__block_key_delta(m, kp, t, dl);
                     for (int h = 0; h < g; h++) {
                         float s = tau * nt * S[(size_t)h * G + t];
                         if (jensen == KVS_JENSEN_TAYLOR && ggml_k) {
@@ -671,7 +673,7 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
                             for (int x = 0; x < d; x++) b += w[x] * dl[x] * dl[x];
                             s -= nt * nt * b;
                         } else if (jensen == KVS_JENSEN_EXACT && ggml_k) {
-                            s -= kvs_jensen_exact(qh[h], dl, d, tau, nt, cfg->lambda);
+                            s -= kvs_jensen_exact(qh[h], dl, d, tau, nt, lambda);
                         }
                         S[(size_t)h * G + t] = s;
                     }
@@ -686,7 +688,7 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
                 softmax_tile(S + (size_t)h * G, G, &p->m[o], &p->l[o], p->acc + o * d, d);
             }
             float *acc0 = p->acc + (size_t)i * g * d;
-            if (vb) {
+            if (vaff) {
                 /* per-token scales folded into the probabilities, offsets summed once per group */
                 const uint16_t *Sv = (const uint16_t *)(vp + (size_t)G * vrow), *Ov = Sv + (size_t)nj * G;
                 for (int jg = 0; jg < nj; jg++)
@@ -731,12 +733,27 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
     free(isum);
 }
 
-static void groups_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
-    const int G = j->c->G, d = j->c->d;
-    if (G == 32 && d == 64) groups_body(j, g0, g1, p, 32, 64);
-    else if (G == 32 && d == 128) groups_body(j, g0, g1, p, 32, 128);
-    else groups_body(j, g0, g1, p, 0, 0);
-}
+enum { ROWS = KVS_LAYOUT_ROWS, PAIRED = KVS_LAYOUT_PAIRED };
+/* paired INT2/INT4 keys and values (OScaR, KIVI at G = 32): integer multiply-adds throughout */
+static void groups_paired_32_64(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 64, PAIRED, PAIRED); }
+static void groups_paired_32_128(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 128, PAIRED, PAIRED); }
+/* per-token rows (fp16, q8_0, q4_0, fp32) on both sides: llama.cpp's cache types */
+static void groups_rows_32_64(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 64, ROWS, ROWS); }
+static void groups_rows_32_128(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 128, ROWS, ROWS); }
+/* every other codec pair (mixed, INT3, INT8, affine rows), by shape, then anything */
+static void groups_any_32_64(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 64, -1, -1); }
+static void groups_any_32_128(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 128, -1, -1); }
+static void groups_any(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 0, 0, -1, -1); }
+
+static const kvs_groups_entry avx2_groups[] = {
+    {KVS_LAYOUT_PAIRED, KVS_LAYOUT_PAIRED, 32, 64, groups_paired_32_64, "paired/paired G32 d64"},
+    {KVS_LAYOUT_PAIRED, KVS_LAYOUT_PAIRED, 32, 128, groups_paired_32_128, "paired/paired G32 d128"},
+    {KVS_LAYOUT_ROWS, KVS_LAYOUT_ROWS, 32, 64, groups_rows_32_64, "rows/rows G32 d64"},
+    {KVS_LAYOUT_ROWS, KVS_LAYOUT_ROWS, 32, 128, groups_rows_32_128, "rows/rows G32 d128"},
+    {KVS_LAYOUT_ANY, KVS_LAYOUT_ANY, 32, 64, groups_any_32_64, "any G32 d64"},
+    {KVS_LAYOUT_ANY, KVS_LAYOUT_ANY, 32, 128, groups_any_32_128, "any G32 d128"},
+    {KVS_LAYOUT_ANY, KVS_LAYOUT_ANY, 0, 0, groups_any, "any"},
+};
 
 /* ---- the fp kernel: sinks, window and the chunk, fp32 rows --------------------------------- */
 
@@ -761,10 +778,10 @@ static void fp_tile(const float *q, int d, float tau, const float *const *kr, co
 /* A tile of rows for the g query heads of query i. */
 static void fp_heads(const kvs_attn_job *j, kvs_partial *p, int i, const float *const *kr, const float *const *vr,
                      int cnt, float *s) {
-    const int d = j->c->d, g = j->c->g;
+    const int d = j->m->d, g = j->m->g;
     for (int h = 0; h < g; h++) {
         const size_t o = (size_t)i * g + h;
-        fp_tile(kvs_job_q(j, j->q, i, h), d, j->c->tau, kr, vr, cnt, &p->m[o], &p->l[o], p->acc + o * d, s);
+        fp_tile(kvs_job_q(j, j->q, i, h), d, j->m->tau, kr, vr, cnt, &p->m[o], &p->l[o], p->acc + o * d, s);
     }
 }
 
@@ -773,7 +790,7 @@ static void fp_heads(const kvs_attn_job *j, kvs_partial *p, int i, const float *
  * not, so both give the same bits. */
 static void fp_avx2(const kvs_attn_job *j, kvs_partial *p) {
     const struct kvs_cache *c = j->c;
-    const int d = c->d, g = c->g;
+    const int d = j->m->d, g = j->m->g;
     const float *kr[FP_TILE], *vr[FP_TILE];
     float s[FP_TILE];
     kvs_rows rows[5];
@@ -799,4 +816,5 @@ static void fp_avx2(const kvs_attn_job *j, kvs_partial *p) {
     }
 }
 
-const kvs_kernel_table kvs_kernels_avx2 = {"avx2", groups_avx2, fp_avx2};
+const kvs_kernel_table kvs_kernels_avx2 = {"avx2", avx2_groups, (int)(sizeof avx2_groups / sizeof avx2_groups[0]),
+                                           fp_avx2};

@@ -27,22 +27,21 @@ static float dot(const float *a, const float *b, int d) {
 }
 
 void kvs__ref_jensen(const kvs_attn_job *j, int i, int hh, const uint8_t *blk, const float *norm, int nt, float *s) {
-    const struct kvs_cache *c = j->c;
-    const kvs_config *cfg = &c->cfg;
-    const int d = c->d;
+    const kvs_method *m = j->m;
+    const int d = m->d;
     float delta[1024];
-    if (cfg->jensen == KVS_JENSEN_OFF) return;
+    if (m->jensen == KVS_JENSEN_OFF) return;
     const float *qr = kvs_job_q(j, j->qr, i, hh);
     for (int t = 0; t < nt; t++) {
         const float n = norm ? norm[t] : 1.0f;
-        kvs__block_key_delta(c, blk, t, delta);
-        if (cfg->jensen == KVS_JENSEN_TAYLOR) {
+        kvs__block_key_delta(m, blk, t, delta);
+        if (m->jensen == KVS_JENSEN_TAYLOR) {
             const float *wj = kvs_job_q(j, j->w, i, hh);
             float b = 0.0f;
             for (int x = 0; x < d; x++) b += wj[x] * delta[x] * delta[x];
             s[t] -= n * n * b;
         } else {
-            s[t] -= kvs_jensen_exact(qr, delta, d, c->tau, n, cfg->lambda);
+            s[t] -= kvs_jensen_exact(qr, delta, d, m->tau, n, m->lambda);
         }
     }
 }
@@ -69,8 +68,8 @@ void kvs__ref_softmax_tile(float *s, int nt, float *m, float *l, float *acc, int
  *   acc += sum_t p_t v^_t, v^_t the dequantized value.
  * Everything in float, nothing rounded to integers: the fast kernels are judged against this. */
 static void groups_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
-    const struct kvs_cache *c = j->c;
-    const int d = c->d, g = c->g;
+    const kvs_method *m = j->m;
+    const int d = m->d, g = m->g;
     float kd[1024], vd[1024], s[256];
     kvs_partial_init(j, p);
     for (int grp = g0; grp < g1; grp++) {
@@ -85,13 +84,13 @@ static void groups_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
                 const size_t o = (size_t)i * g + hh;
                 float *acc = p->acc + o * d;
                 for (int t = 0; t < nt; t++) {
-                    kvs__block_key(c, blk, norm, t, kd);
-                    s[t] = c->tau * dot(qr, kd, d);
+                    kvs__block_key(m, blk, norm, t, kd);
+                    s[t] = m->tau * dot(qr, kd, d);
                 }
                 kvs__ref_jensen(j, i, hh, blk, norm, nt, s);
                 kvs__ref_softmax_tile(s, nt, &p->m[o], &p->l[o], acc, d);
                 for (int t = 0; t < nt; t++) {
-                    kvs__block_value(c, blk, t, vd);
+                    kvs__block_value(m, blk, t, vd);
                     for (int x = 0; x < d; x++) acc[x] += s[t] * vd[x];
                 }
             }
@@ -102,7 +101,7 @@ static void groups_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
 /* Sinks, window and the chunk itself: exact fp32 scores, one token at a time. */
 static void fp_ref(const kvs_attn_job *j, kvs_partial *p) {
     const struct kvs_cache *c = j->c;
-    const int d = c->d, g = c->g;
+    const int d = j->m->d, g = j->m->g;
     kvs_rows rows[5];
     for (int i = j->i0; i < j->i1; i++) {
         const int nr = kvs__view_rows(c, j->view, j->layer, j->kvh, j->k, j->v, i, rows);
@@ -113,7 +112,7 @@ static void fp_ref(const kvs_attn_job *j, kvs_partial *p) {
             for (int r = 0; r < nr; r++)
                 for (int t = 0; t < rows[r].n; t++) {
                     const float *kr = rows[r].k + (size_t)t * rows[r].stride, *vr = rows[r].v + (size_t)t * rows[r].stride;
-                    online_update(&m, &l, acc, d, c->tau * dot(q, kr, d), vr);
+                    online_update(&m, &l, acc, d, j->m->tau * dot(q, kr, d), vr);
                 }
             p->m[i * g + hh] = m;
             p->l[i * g + hh] = l;
@@ -121,4 +120,6 @@ static void fp_ref(const kvs_attn_job *j, kvs_partial *p) {
     }
 }
 
-const kvs_kernel_table kvs_kernels_ref = {"ref", groups_ref, fp_ref};
+/* One groups kernel for every codec: the reference defines them all. */
+static const kvs_groups_entry ref_groups[] = {{KVS_LAYOUT_ANY, KVS_LAYOUT_ANY, 0, 0, groups_ref, "ref"}};
+const kvs_kernel_table kvs_kernels_ref = {"ref", ref_groups, 1, fp_ref};

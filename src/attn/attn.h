@@ -19,12 +19,13 @@
 
 typedef struct {
     const struct kvs_cache *c;
+    const kvs_method *m;   /* the stream's plan: codecs, transforms, score terms (cache/plan.h) */
     const kvs_view *view;
     int layer, kvh;
     int i0, i1;      /* queries of this item */
     const float *q;  /* [n][n_heads][d] raw queries */
     const float *qr; /* [n][n_heads][d] queries in the stored basis (== q without rotation) */
-    const float *w;  /* [n][n_heads][d] Jensen weights lambda*tau^2*qr^2/24, or NULL */
+    const float *w;  /* [n][n_heads][d] Jensen weights lambda*tau^2*qr^2/24 (this KV head's rows), or NULL */
     const float *k, *v; /* the chunk: [n][n_kv][d] */
     const uint8_t *const *blk; /* [view->n_groups] group blocks of this KV head (NULL: evicted) */
     const int32_t *drop;       /* drop times of this KV head's blocks, or NULL without eviction */
@@ -38,15 +39,29 @@ typedef struct {
 typedef void (*kvs_groups_fn)(const kvs_attn_job *j, int g0, int g1, kvs_partial *p);
 typedef void (*kvs_fp_fn)(const kvs_attn_job *j, kvs_partial *p);
 
+/* A groups kernel and the plans it runs: codec layouts of keys and values (KVS_LAYOUT_ANY: all)
+ * and the shape it is compiled for (0: any). */
+typedef struct {
+    kvs_layout key, value;
+    int G, d;
+    kvs_groups_fn fn;
+    const char *name;
+} kvs_groups_entry;
+
+/* A kernel set: its groups kernels keyed by codec, first match wins (the last entry matches every
+ * plan), and the fp32 kernel for sinks, window and chunk. */
 typedef struct {
     const char *name;
-    kvs_groups_fn groups;
+    const kvs_groups_entry *groups;
+    int n_groups;
     kvs_fp_fn fp;
 } kvs_kernel_table;
 
 extern const kvs_kernel_table kvs_kernels_ref;
 extern const kvs_kernel_table kvs_kernels_avx2;
 const kvs_kernel_table *kvs__kernels(void);
+/* The entry of table t that runs plan m. */
+const kvs_groups_entry *kvs__groups_for(const kvs_kernel_table *t, const kvs_method *m);
 /* Tests only: run kvs_attend with this table (NULL restores the default). Process-wide. */
 void kvs__set_kernel_table(const kvs_kernel_table *t);
 
@@ -59,7 +74,7 @@ void kvs__ref_softmax_tile(float *s, int nt, float *m, float *l, float *acc, int
 
 /* An empty partial for the item's queries: m = -inf, l = 0, acc = 0. */
 static inline void kvs_partial_init(const kvs_attn_job *j, kvs_partial *p) {
-    const int g = j->c->g, d = j->c->d;
+    const int g = j->m->g, d = j->m->d;
     for (int x = j->i0 * g; x < j->i1 * g; x++) {
         p->m[x] = -INFINITY;
         p->l[x] = 0.0f;
@@ -69,15 +84,15 @@ static inline void kvs_partial_init(const kvs_attn_job *j, kvs_partial *p) {
 
 /* Row pointer helpers. */
 static inline const float *kvs_job_q(const kvs_attn_job *j, const float *base, int i, int hh) {
-    const struct kvs_cache *c = j->c;
-    return base + ((size_t)i * c->cfg.n_heads + (size_t)j->kvh * c->g + hh) * c->d;
+    const kvs_method *m = j->m;
+    return base + ((size_t)i * m->n_heads + (size_t)j->kvh * m->g + hh) * m->d;
 }
 /* Tokens of group grp that query i sees: G, fewer for a partial last group, <= 0 for none (not yet
  * stored, or evicted by the time of query i: exactly as if its keys were masked). */
 static inline int kvs_job_group_tokens(const kvs_attn_job *j, int i, int grp) {
     if (j->drop && j->view->state0 + i >= j->drop[grp / j->view->gpb]) return 0;
-    const int left = j->view->vis[i] - grp * j->c->G;
-    return left < j->c->G ? left : j->c->G;
+    const int left = j->view->vis[i] - grp * j->m->G;
+    return left < j->m->G ? left : j->m->G;
 }
 /* OScaR norms of group grp, or NULL. */
 static inline const float *kvs_job_norm(const kvs_attn_job *j, int grp) {

@@ -44,6 +44,17 @@ const kvs_kernel_table *kvs__kernels(void) {
     return t;
 }
 
+const kvs_groups_entry *kvs__groups_for(const kvs_kernel_table *t, const kvs_method *m) {
+    for (int e = 0; e < t->n_groups; e++) {
+        const kvs_groups_entry *x = &t->groups[e];
+        if ((x->key == KVS_LAYOUT_ANY || x->key == m->key.layout) &&
+            (x->value == KVS_LAYOUT_ANY || x->value == m->value.layout) && (!x->G || x->G == m->G) &&
+            (!x->d || x->d == m->d))
+            return x;
+    }
+    return &t->groups[t->n_groups - 1]; /* tables end with a catch-all entry */
+}
+
 const char *kvs_kernels(void) { return kvs__kernels()->name; }
 
 void kvs__set_kernel_table(const kvs_kernel_table *t) { atomic_store(&g_table, t ? t : best()); }

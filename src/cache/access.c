@@ -3,16 +3,16 @@
 #include "../quant/quant.h"
 #include "cache.h"
 
-void kvs__block_key(const struct kvs_cache *c, const uint8_t *blk, const float *norm, int t, float *k) {
-    kvs_dequant_key(c->cfg.k_type, blk, c->G, c->d, t, k);
+void kvs__block_key(const kvs_method *m, const uint8_t *blk, const float *norm, int t, float *k) {
+    kvs_dequant_key(m->key.type, blk, m->G, m->d, t, k);
     if (norm)
-        for (int i = 0; i < c->d; i++) k[i] *= norm[t];
+        for (int i = 0; i < m->d; i++) k[i] *= norm[t];
 }
 
-void kvs__block_value(const struct kvs_cache *c, const uint8_t *blk, int t, float *v) {
-    kvs_dequant_value(c->cfg.v_type, blk + c->kbytes, c->G, c->d, t, v);
+void kvs__block_value(const kvs_method *m, const uint8_t *blk, int t, float *v) {
+    kvs_dequant_value(m->value.type, blk + m->key.bytes, m->G, m->d, t, v);
 }
 
-void kvs__block_key_delta(const struct kvs_cache *c, const uint8_t *blk, int t, float *delta) {
-    kvs_key_delta(c->cfg.k_type, blk, c->G, c->d, t, delta);
+void kvs__block_key_delta(const kvs_method *m, const uint8_t *blk, int t, float *delta) {
+    kvs_key_delta(m->key.type, blk, m->G, m->d, t, delta);
 }

@@ -37,10 +37,8 @@ static void cache_release(kvs_cache *c, void *p, size_t n) {
     c->bytes -= n;
 }
 
-static int key_unit(const kvs_config *cfg) { return kvs_affine_bits(cfg->k_type) ? cfg->group : 1; }
-
-void kvs__counts(const kvs_config *cfg, long long n, long long *sinks, long long *quant, long long *win) {
-    const long long S = cfg->sinks, W = cfg->window, U = key_unit(cfg);
+void kvs__counts(const kvs_method *m, long long n, long long *sinks, long long *quant, long long *win) {
+    const long long S = m->sinks, W = m->window, U = m->unit;
     *sinks = n < S ? n : S;
     const long long rest = n - *sinks;
     *quant = rest >= W + U ? (rest - W) / U * U : 0;
@@ -53,10 +51,10 @@ typedef struct {
     size_t per_group; /* one group of one layer: n_kv blocks + norms */
 } sizes;
 
-static int compute_sizes(const kvs_config *cfg, sizes *s) {
+static int compute_sizes(const kvs_config *cfg, const kvs_method *m, sizes *s) {
     size_t L = (size_t)cfg->n_layers, H = (size_t)cfg->n_kv_heads, d = (size_t)cfg->head_dim;
     size_t G = (size_t)cfg->group, maxg = ((size_t)cfg->max_tokens + G - 1) / G;
-    size_t win_cap = (size_t)cfg->window + (size_t)key_unit(cfg), t, u, streams;
+    size_t win_cap = (size_t)m->window + (size_t)m->unit, t, u, streams;
     size_t f = sizeof(struct kvs_cache);
     if (!kvs_mul_size(L, sizeof(kvs_layer), &t) || !kvs_add_size(f, t, &f)) return 0;
     if (!kvs_mul_size(L, H, &streams) || !kvs_mul_size(streams, sizeof(kvs_stream), &t) ||
@@ -65,7 +63,7 @@ static int compute_sizes(const kvs_config *cfg, sizes *s) {
     /* block tables */
     if (!kvs_mul_size(streams, maxg, &t) || !kvs_mul_size(t, sizeof(uint8_t *), &t) || !kvs_add_size(f, t, &f))
         return 0;
-    if (cfg->scale == KVS_SCALE_TOKEN &&
+    if (m->token_norm &&
         (!kvs_mul_size(L, maxg, &t) || !kvs_mul_size(t, sizeof(float *), &t) || !kvs_add_size(f, t, &f)))
         return 0;
     /* sinks and window: k and v, fp32 */
@@ -77,9 +75,7 @@ static int compute_sizes(const kvs_config *cfg, sizes *s) {
         !kvs_add_size(f, t, &f))
         return 0;
     s->fixed = f;
-    size_t blk = kvs_kgroup_bytes(cfg->k_type, cfg->head_dim, cfg->group) +
-                 kvs_vgroup_bytes(cfg->v_type, cfg->head_dim, cfg->group);
-    s->per_group = H * blk + (cfg->scale == KVS_SCALE_TOKEN ? G * sizeof(float) : 0);
+    s->per_group = H * (m->key.bytes + m->value.bytes) + (m->token_norm ? G * sizeof(float) : 0);
     return 1;
 }
 
@@ -90,9 +86,11 @@ kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t
     sizes s;
     long long sk, q, wi;
     size_t total;
-    kvs__counts(cfg, n_tokens, &sk, &q, &wi);
+    kvs_method m;
+    kvs__method_resolve(cfg, &m);
+    kvs__counts(&m, n_tokens, &sk, &q, &wi);
     const long long groups = (q + cfg->group - 1) / cfg->group;
-    if (!compute_sizes(cfg, &s)) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
+    if (!compute_sizes(cfg, &m, &s)) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
     if (cfg->evict == KVS_EVICT_NONE || n_tokens > cfg->max_tokens) {
         if (!kvs_mul_size(s.per_group, (size_t)groups, &total) || !kvs_mul_size(total, (size_t)cfg->n_layers, &total) ||
             !kvs_add_size(total, s.fixed, bytes))
@@ -102,8 +100,7 @@ kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t
     /* with eviction: the groups the plan still keeps after n_tokens appends, per stream */
     kvs_evict_plan plan;
     if ((st = kvs__evict_plan(cfg, &plan))) return st;
-    const size_t blk = kvs_kgroup_bytes(cfg->k_type, cfg->head_dim, cfg->group) +
-                       kvs_vgroup_bytes(cfg->v_type, cfg->head_dim, cfg->group);
+    const size_t blk = m.key.bytes + m.value.bytes;
     const int gpb = plan.blk_tokens / cfg->group;
     total = s.fixed;
     for (int l = 0; l < cfg->n_layers; l++)
@@ -111,7 +108,7 @@ kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t
             int live = 0;
             for (int h = 0; h < cfg->n_kv_heads; h++)
                 live += plan.drop[((size_t)l * cfg->n_kv_heads + h) * plan.n_blocks + gi / gpb] > n_tokens;
-            total += (size_t)live * blk + (live && cfg->scale == KVS_SCALE_TOKEN ? (size_t)cfg->group * sizeof(float) : 0);
+            total += (size_t)live * blk + (live && m.token_norm ? (size_t)cfg->group * sizeof(float) : 0);
         }
     kvs__evict_plan_free(&plan);
     *bytes = total;
@@ -121,7 +118,7 @@ kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t
 void kvs_cache_free(kvs_cache *c) {
     if (!c) return;
     size_t maxg = (size_t)c->max_groups;
-    size_t blk = c->kbytes + c->vbytes, winb = (size_t)c->win_cap * c->d * sizeof(float);
+    size_t blk = c->blk_bytes, winb = (size_t)c->win_cap * c->d * sizeof(float);
     size_t sinkb = (size_t)c->cfg.sinks * c->d * sizeof(float);
     if (c->streams)
         for (int l = 0; l < c->cfg.n_layers; l++)
@@ -158,7 +155,9 @@ kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *all
     kvs_status st = kvs_config_validate(cfg);
     if (st) return st;
     sizes sz;
-    if (!compute_sizes(cfg, &sz)) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: cache size overflows");
+    kvs_method m;
+    kvs__method_resolve(cfg, &m);
+    if (!compute_sizes(cfg, &m, &sz)) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: cache size overflows");
     if (sz.fixed > ((size_t)1 << 40)) /* tables and windows alone beyond 1 TiB: refuse before allocating */
         return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: fixed part alone needs %zu bytes", sz.fixed);
     const kvs_allocator mem = alloc ? *alloc : (kvs_allocator){libc_alloc, libc_free, NULL};
@@ -168,25 +167,24 @@ kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *all
     c->mem = mem;
     c->bytes = sizeof *c;
     c->cfg = *cfg;
-    c->G = cfg->group;
-    c->d = cfg->head_dim;
+    c->m = m;
+    c->G = m.G;
+    c->d = m.d;
     c->n_kv = cfg->n_kv_heads;
-    c->g = cfg->n_heads / cfg->n_kv_heads;
-    c->unit = key_unit(cfg);
-    c->win_cap = cfg->window + c->unit;
+    c->g = m.g;
+    c->win_cap = m.window + m.unit;
     c->max_groups = (cfg->max_tokens + cfg->group - 1) / cfg->group;
-    c->tau = cfg->tau > 0.0f ? cfg->tau : 1.0f / sqrtf((float)cfg->head_dim);
-    c->kbytes = kvs_kgroup_bytes(cfg->k_type, c->d, c->G);
-    c->vbytes = kvs_vgroup_bytes(cfg->v_type, c->d, c->G);
+    c->blk_bytes = m.key.bytes + m.value.bytes;
     size_t maxg = (size_t)c->max_groups, L = (size_t)cfg->n_layers;
     size_t winb = (size_t)c->win_cap * c->d * sizeof(float), sinkb = (size_t)cfg->sinks * c->d * sizeof(float);
     c->layers = cache_alloc(c, L * sizeof(kvs_layer));
     c->streams = cache_alloc(c, L * c->n_kv * sizeof(kvs_stream));
     if (!c->layers || !c->streams) goto oom;
     for (size_t l = 0; l < L; l++) {
-        if (cfg->scale == KVS_SCALE_TOKEN && !(c->layers[l].norm = cache_alloc(c, maxg * sizeof(float *)))) goto oom;
+        if (m.token_norm && !(c->layers[l].norm = cache_alloc(c, maxg * sizeof(float *)))) goto oom;
         for (int h = 0; h < c->n_kv; h++) {
             kvs_stream *s = kvs_stream_at(c, (int)l, h);
+            s->m = &c->m;
             if (!(s->blk = cache_alloc(c, maxg * sizeof(uint8_t *)))) goto oom;
             if (sinkb && (!(s->sink_k = cache_alloc(c, sinkb)) || !(s->sink_v = cache_alloc(c, sinkb)))) goto oom;
             if (!(s->win_k = cache_alloc(c, winb)) || !(s->win_v = cache_alloc(c, winb))) goto oom;
@@ -204,6 +202,7 @@ kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *all
         if (c->plan.drop) memcpy(c->plan.drop, plan.drop, pb);
         kvs__evict_plan_free(&plan);
         if (!c->plan.drop) goto oom;
+        for (size_t x = 0; x < L * c->n_kv; x++) c->streams[x].drop = c->plan.drop + x * c->plan.n_blocks;
     }
     if (c->bytes != sz.fixed) { /* the formula in compute_sizes must describe what we allocate */
         kvs_cache_free(c);
@@ -221,7 +220,7 @@ kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out) { return kvs
 
 void kvs_cache_reset(kvs_cache *c) {
     if (!c) return;
-    size_t blk = c->kbytes + c->vbytes;
+    const size_t blk = c->blk_bytes;
     for (int l = 0; l < c->cfg.n_layers; l++) {
         kvs_layer *ly = &c->layers[l];
         for (int h = 0; h < c->n_kv; h++) {
@@ -280,7 +279,7 @@ static kvs_status check_rows(const kvs_cache *c, const float *x, int n, const ch
                 if (!isfinite(r[i]))
                     return kvs_report(KVS_ERR_NONFINITE, "append: %s[token %d][head %d][%d] = %g is not finite",
                                       what, t, h, i, (double)r[i]);
-            if (quantized && exceeds_range(r, d, c->cfg.rotate == KVS_ROTATE_HADAMARD))
+            if (quantized && exceeds_range(r, d, c->m.rotate))
                 return kvs_report(KVS_ERR_RANGE, "append: %s[token %d][head %d] exceeds the fp16 range (65504) of the cache type",
                                   what, t, h);
         }
@@ -290,7 +289,7 @@ static kvs_status check_rows(const kvs_cache *c, const float *x, int n, const ch
 /* Move the oldest `unit` window tokens of every KV head into group storage. */
 static void leave_window(kvs_cache *c, int layer, float *tmp) {
     kvs_layer *ly = &c->layers[layer];
-    const int H = c->n_kv, d = c->d, U = c->unit, grp = ly->n_quant / c->G;
+    const int H = c->n_kv, d = c->d, U = c->m.unit, grp = ly->n_quant / c->G;
     uint8_t *blocks[KVS_MAX_KV_HEADS];
     for (int h = 0; h < H; h++) blocks[h] = kvs_stream_at(c, layer, h)->blk[grp];
     float *kt = tmp, *vt = tmp + (size_t)H * U * d;
@@ -317,14 +316,13 @@ static void evict(kvs_cache *c, int layer) {
     kvs_layer *ly = &c->layers[layer];
     const long long t = kvs_cache_tokens(c, layer);
     const int gpb = c->plan.blk_tokens / c->G, full = ly->n_quant / c->plan.blk_tokens; /* complete blocks */
-    const size_t blk = c->kbytes + c->vbytes;
     for (int h = 0; h < c->n_kv; h++) {
         kvs_stream *s = kvs_stream_at(c, layer, h);
-        const int32_t *drop = kvs_stream_drops(c, layer, h);
+        const int32_t *drop = s->drop;
         for (int b = 0; b < full; b++) {
             if (drop[b] > t || !s->blk[b * gpb]) continue;
             for (int gi = b * gpb; gi < (b + 1) * gpb; gi++) {
-                cache_release(c, s->blk[gi], blk);
+                cache_release(c, s->blk[gi], c->blk_bytes);
                 s->blk[gi] = NULL;
             }
         }
@@ -345,10 +343,10 @@ size_t kvs_cache_stream_bytes(const kvs_cache *c, int layer, int h) {
     if (!c || layer < 0 || layer >= c->cfg.n_layers || h < 0 || h >= c->n_kv) return 0;
     const kvs_layer *ly = &c->layers[layer];
     const kvs_stream *s = kvs_stream_at(c, layer, h);
-    size_t bytes = (size_t)(c->cfg.sinks * 2 + c->win_cap * 2) * c->d * sizeof(float);
+    size_t bytes = (size_t)(s->m->sinks * 2 + c->win_cap * 2) * c->d * sizeof(float);
     for (int gi = 0; gi < ly->n_groups; gi++) {
         if (!s->blk[gi]) continue;
-        bytes += c->kbytes + c->vbytes;
+        bytes += s->m->key.bytes + s->m->value.bytes;
         if (ly->norm && ly->norm[gi]) { /* shared by the streams of the layer that still hold the group */
             int live = 0;
             for (int x = 0; x < c->n_kv; x++) live += kvs_stream_at(c, layer, x)->blk[gi] != NULL;
@@ -368,19 +366,19 @@ kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, cons
     if (have + n > c->cfg.max_tokens)
         return kvs_report(KVS_ERR_CAPACITY, "append: layer %d holds %lld tokens, %d more exceed max_tokens=%d",
                           layer, have, n, c->cfg.max_tokens);
-    kvs_status st = check_rows(c, k, n, "k", c->cfg.k_type != KVS_TYPE_FP32);
-    if (!st) st = check_rows(c, v, n, "v", c->cfg.v_type != KVS_TYPE_FP32);
+    kvs_status st = check_rows(c, k, n, "k", c->m.key.type != KVS_TYPE_FP32);
+    if (!st) st = check_rows(c, v, n, "v", c->m.value.type != KVS_TYPE_FP32);
     if (st) return st;
 
     /* Allocate every block this append will start before changing anything: all or nothing. */
-    const int G = c->G, d = c->d, H = c->n_kv, W = c->cfg.window;
+    const int G = c->G, d = c->d, H = c->n_kv, W = c->m.window, U = c->m.unit;
     long long s1, q1, w1;
-    kvs__counts(&c->cfg, have + n, &s1, &q1, &w1);
+    kvs__counts(&c->m, have + n, &s1, &q1, &w1);
     const int g0 = ly->n_groups, g1 = (int)((q1 + G - 1) / G);
-    const size_t blk = c->kbytes + c->vbytes;
+    const size_t blk = c->blk_bytes;
     float *tmp = NULL;
     if (q1 > ly->n_quant) {
-        tmp = malloc((size_t)2 * H * c->unit * d * sizeof(float));
+        tmp = malloc((size_t)2 * H * U * d * sizeof(float));
         if (!tmp) return kvs_report(KVS_ERR_NOMEM, "append: out of memory");
         for (int gi = g0; gi < g1; gi++) {
             for (int h = 0; h < H; h++) {
@@ -392,7 +390,7 @@ kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, cons
     }
     for (int t = 0; t < n; t++) {
         const float *kt = k + (size_t)t * H * d, *vt = v + (size_t)t * H * d;
-        if (ly->n_sink < c->cfg.sinks) {
+        if (ly->n_sink < c->m.sinks) {
             for (int h = 0; h < H; h++) {
                 kvs_stream *s = kvs_stream_at(c, layer, h);
                 memcpy(s->sink_k + (size_t)ly->n_sink * d, kt + (size_t)h * d, (size_t)d * sizeof(float));
@@ -407,7 +405,7 @@ kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, cons
             memcpy(s->win_k + slot, kt + (size_t)h * d, (size_t)d * sizeof(float));
             memcpy(s->win_v + slot, vt + (size_t)h * d, (size_t)d * sizeof(float));
         }
-        if (++ly->n_win == W + c->unit) leave_window(c, layer, tmp);
+        if (++ly->n_win == W + U) leave_window(c, layer, tmp);
     }
     free(tmp);
     if (c->plan.drop) evict(c, layer);

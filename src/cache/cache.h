@@ -10,9 +10,10 @@
  * possibly partial, group (what llama.cpp does with q8_0/q4_0 when W = 0). `unit` is that G or 1.
  * The window is a ring so that leaving costs no copy.
  *
- * Design for what comes next: a stream owns its block table, so a per-head budget (HeatKV) can
- * drop or skip blocks of one head only; the kernels read groups through a table of block pointers
- * (kvs_view), never through the cache's own arrays. */
+ * A stream owns its block table, its method plan (plan.h, resolved once at creation) and its
+ * eviction schedule, so a per-head budget (HeatKV) drops and frees blocks of one head only; the
+ * kernels read groups through a table of block pointers (kvs_view), never through the cache's own
+ * arrays, and read what to compute from the stream's plan, never from the config. */
 #ifndef KVS_CACHE_H
 #define KVS_CACHE_H
 #include <stddef.h>
@@ -21,10 +22,13 @@
 #include "../quant/formats.h"
 #include "evict.h"
 #include "kvslim.h"
+#include "plan.h"
 
 enum { KVS_MAX_KV_HEADS = 1024 }; /* kvs_config_validate's bound; sizes stack tables */
 
 typedef struct {
+    const kvs_method *m;    /* what this stream stores and how it is attended */
+    const int32_t *drop;    /* drop time of each evictable block, or NULL: nothing is evicted */
     uint8_t **blk;          /* [max_groups] */
     float *sink_k, *sink_v; /* [sinks][d] */
     float *win_k, *win_v;   /* ring [win_cap][d]; window token u at slot (win_head + u) % win_cap */
@@ -38,23 +42,17 @@ typedef struct {
 } kvs_layer;
 
 struct kvs_cache {
-    kvs_config cfg;
+    kvs_config cfg;    /* as given; only creation and the accessors read it */
+    kvs_method m;      /* the plan every stream runs today (plan.h) */
     kvs_allocator mem;
     int G, d, n_kv, g; /* group, head_dim, KV heads, query heads per KV head */
-    int unit;          /* tokens that leave the window together: G, or 1 for per-token key types */
     int win_cap, max_groups;
-    float tau;
-    size_t kbytes, vbytes; /* per group block */
-    size_t bytes;          /* exact payload bytes allocated now */
+    size_t blk_bytes;  /* one group block: key part then value part */
+    size_t bytes;      /* exact payload bytes allocated now */
     kvs_layer *layers;     /* [n_layers] */
     kvs_stream *streams;   /* [n_layers * n_kv] */
     kvs_evict_plan plan;   /* eviction: drop times (plan.drop through the allocator), or n_blocks 0 */
 };
-
-/* Drop times of the blocks of one stream, or NULL without eviction. */
-static inline const int32_t *kvs_stream_drops(const struct kvs_cache *c, int layer, int h) {
-    return c->plan.drop ? c->plan.drop + ((size_t)layer * c->n_kv + h) * c->plan.n_blocks : NULL;
-}
 
 static inline kvs_stream *kvs_stream_at(const struct kvs_cache *c, int layer, int h) {
     return &c->streams[(size_t)layer * c->n_kv + h];
@@ -62,14 +60,14 @@ static inline kvs_stream *kvs_stream_at(const struct kvs_cache *c, int layer, in
 
 /* Tokens in sinks, in group blocks and in the window after n tokens were appended to a layer:
  * the one definition of the layout that append, the byte estimate and attention share. */
-void kvs__counts(const kvs_config *cfg, long long n, long long *sinks, long long *quant, long long *win);
+void kvs__counts(const kvs_method *m, long long n, long long *sinks, long long *quant, long long *win);
 
 /* Dequantize token t of a group block: key in the stored basis times its norm (rotated but
  * unscaled), value in the stored basis, and the quantization step of each key channel in the
  * stored (normalized) basis. norm: the group's norms or NULL. */
-void kvs__block_key(const struct kvs_cache *c, const uint8_t *blk, const float *norm, int t, float *k);
-void kvs__block_value(const struct kvs_cache *c, const uint8_t *blk, int t, float *v);
-void kvs__block_key_delta(const struct kvs_cache *c, const uint8_t *blk, int t, float *delta);
+void kvs__block_key(const kvs_method *m, const uint8_t *blk, const float *norm, int t, float *k);
+void kvs__block_value(const kvs_method *m, const uint8_t *blk, int t, float *v);
+void kvs__block_key_delta(const kvs_method *m, const uint8_t *blk, int t, float *delta);
 
 /* fp32 rows k + t * stride, v + t * stride for t in [0, n). */
 typedef struct {

@@ -25,15 +25,19 @@ int kvs__evict_block(const kvs_config *cfg) {
  * own stored token, so the newest token's block waits one more step: no query ever loses itself. */
 static long long quant_at(const kvs_config *cfg, long long t) {
     long long s, q, w;
-    t -= cfg->self == KVS_SELF_CACHE;
-    kvs__counts(cfg, t > 0 ? t : 0, &s, &q, &w);
+    kvs_method m; /* the layout rule lives in the plan; resolving it is a few assignments */
+    kvs__method_resolve(cfg, &m);
+    t -= m.self_cache;
+    kvs__counts(&m, t > 0 ? t : 0, &s, &q, &w);
     return q;
 }
 
 int kvs__evict_n_blocks(const kvs_config *cfg) { /* every stored token's block, evictable or not (self=cache) */
     const int B = kvs__evict_block(cfg);
     long long s, q, w;
-    kvs__counts(cfg, cfg->max_tokens, &s, &q, &w);
+    kvs_method m;
+    kvs__method_resolve(cfg, &m);
+    kvs__counts(&m, cfg->max_tokens, &s, &q, &w);
     return B ? (int)((q + B - 1) / B) : 0;
 }
 

@@ -9,7 +9,7 @@
  * of that token over all heads. x: [H][n][d]; the norm of token t over heads is written to norm[t]. */
 static void transform_keys(const struct kvs_cache *c, float *x, int n, float *norm) {
     const int H = c->n_kv, d = c->d;
-    if (c->cfg.rotate == KVS_ROTATE_HADAMARD)
+    if (c->m.rotate)
         for (int r = 0; r < H * n; r++) kvs_fwht(x + (size_t)r * d, d);
     if (!norm) return;
     for (int t = 0; t < n; t++) {
@@ -23,7 +23,7 @@ static void transform_keys(const struct kvs_cache *c, float *x, int n, float *no
 }
 
 static void rotate_values(const struct kvs_cache *c, float *x, int n) {
-    if (c->cfg.rotate == KVS_ROTATE_HADAMARD)
+    if (c->m.rotate)
         for (int r = 0; r < c->n_kv * n; r++) kvs_fwht(x + (size_t)r * c->d, c->d);
 }
 
@@ -32,8 +32,8 @@ void kvs__pack_group(const struct kvs_cache *c, float *k, float *v, uint8_t *con
     transform_keys(c, k, G, norm);
     rotate_values(c, v, G);
     for (int h = 0; h < c->n_kv; h++) {
-        kvs_quant_keys(c->cfg.k_type, k + (size_t)h * G * d, G, d, blocks[h]);
-        kvs_quant_values(c->cfg.v_type, v + (size_t)h * G * d, G, d, blocks[h] + c->kbytes);
+        kvs_quant_keys(c->m.key.type, k + (size_t)h * G * d, G, d, blocks[h]);
+        kvs_quant_values(c->m.value.type, v + (size_t)h * G * d, G, d, blocks[h] + c->m.key.bytes);
     }
 }
 
@@ -42,7 +42,7 @@ void kvs__pack_token(const struct kvs_cache *c, float *k, float *v, uint8_t *con
     transform_keys(c, k, 1, norm ? norm + row : NULL);
     rotate_values(c, v, 1);
     for (int h = 0; h < c->n_kv; h++) {
-        kvs_quant_key_token(c->cfg.k_type, k + (size_t)h * d, G, d, row, blocks[h]);
-        kvs_quant_value_token(c->cfg.v_type, v + (size_t)h * d, G, d, row, blocks[h] + c->kbytes);
+        kvs_quant_key_token(c->m.key.type, k + (size_t)h * d, G, d, row, blocks[h]);
+        kvs_quant_value_token(c->m.value.type, v + (size_t)h * d, G, d, row, blocks[h] + c->m.key.bytes);
     }
 }

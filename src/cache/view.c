@@ -37,25 +37,25 @@ static void gather(const struct kvs_cache *c, int layer, const float *k, const f
 
 static long long quant_after(const struct kvs_cache *c, long long n) {
     long long s, q, w;
-    kvs__counts(&c->cfg, n, &s, &q, &w);
+    kvs__counts(&c->m, n, &s, &q, &w);
     return q;
 }
 
 kvs_status kvs__view_build(const struct kvs_cache *c, int layer, int n, const float *k, const float *v, kvs_view *view) {
     const kvs_layer *ly = &c->layers[layer];
-    const int G = c->G, H = c->n_kv, d = c->d, U = c->unit;
-    const long long T = kvs_cache_tokens(c, layer), S = c->cfg.sinks;
+    const int G = c->G, H = c->n_kv, d = c->d, U = c->m.unit;
+    const long long T = kvs_cache_tokens(c, layer), S = c->m.sinks;
     memset(view, 0, sizeof *view);
     view->n = n;
     view->q0 = ly->n_quant;
     view->cs = T < S ? (int)(S - T < n ? S - T : n) : 0;
-    const int self = c->cfg.self == KVS_SELF_CACHE; /* query i attends after its own append */
+    const int self = c->m.self_cache; /* query i attends after its own append */
     const int q_last = (int)quant_after(c, T + n - 1 + self);
     const int ng = (q_last + G - 1) / G;
     /* the first group this chunk changes: the cache's partial last group, or the next new one */
     const int first_new = q_last > ly->n_quant ? ly->n_quant / G : ng;
     const int n_new = ng - first_new;
-    const size_t blk = c->kbytes + c->vbytes, stride = (blk + 63) & ~(size_t)63, ptrs = (size_t)H * ng + (ly->norm ? (size_t)ng : 0);
+    const size_t blk = c->blk_bytes, stride = (blk + 63) & ~(size_t)63, ptrs = (size_t)H * ng + (ly->norm ? (size_t)ng : 0);
     const size_t scratch = q_last > ly->n_quant ? (size_t)2 * H * U * d : 0;
     /* one allocation: pointer tables | vis | provisional norms | scratch floats | blocks */
     const size_t bytes = ptrs * sizeof(void *) + (size_t)n * sizeof(int) + (size_t)n_new * G * sizeof(float) +

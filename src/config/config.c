@@ -262,16 +262,26 @@ kvs_status kvs_config_validate(const kvs_config *c) {
     return kvs__evict_validate(c);
 }
 
+/* The shortest decimal that parses back to the same float ("0.2", not "0.200000003"). */
+static const char *short_float(float x, char out[32]) {
+    for (int p = 6; p < 9; p++) {
+        snprintf(out, 32, "%.*g", p, (double)x);
+        if (strtof(out, NULL) == x) return out;
+    }
+    snprintf(out, 32, "%.9g", (double)x);
+    return out;
+}
+
 size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
-    char tmp[384];
+    char tmp[384], f32[32];
     int n = 0;
     if (c)
-        n = snprintf(tmp, sizeof tmp, "k=%s,v=%s,group=%d,window=%d,sinks=%d,rotate=%s,scale=%s,jensen=%s,lambda=%.9g,self=%s",
+        n = snprintf(tmp, sizeof tmp, "k=%s,v=%s,group=%d,window=%d,sinks=%d,rotate=%s,scale=%s,jensen=%s,lambda=%s,self=%s",
                      name_of(g_type_names, N_NAMES(g_type_names), (int)c->k_type),
                      name_of(g_type_names, N_NAMES(g_type_names), (int)c->v_type), c->group, c->window, c->sinks,
                      name_of(g_rotate_names, N_NAMES(g_rotate_names), (int)c->rotate),
                      name_of(g_scale_names, N_NAMES(g_scale_names), (int)c->scale),
-                     name_of(g_jensen_names, N_NAMES(g_jensen_names), (int)c->jensen), (double)c->lambda,
+                     name_of(g_jensen_names, N_NAMES(g_jensen_names), (int)c->jensen), short_float(c->lambda, f32),
                      name_of(g_self_names, N_NAMES(g_self_names), (int)c->self));
     /* eviction fields when they are not the defaults, so that the string parses back to the same config */
     if (c && n > 0 && n < (int)sizeof tmp) {
@@ -283,7 +293,7 @@ size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
                               : name_of(g_evict_names, N_NAMES(g_evict_names), e));
         if (m > 0) n += m;
         if (n < (int)sizeof tmp && (e != KVS_EVICT_NONE || c->budget != 1.0f) &&
-            (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",budget=%.9g", (double)c->budget)) > 0)
+            (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",budget=%s", short_float(c->budget, f32))) > 0)
             n += m;
         if (n < (int)sizeof tmp && c->agg != KVS_AGG_MEAN &&
             (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",agg=%s", name_of(g_agg_names, N_NAMES(g_agg_names), (int)c->agg))) > 0)
