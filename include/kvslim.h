@@ -47,7 +47,7 @@
  *            rotate (none|hadamard)  scale (none|token)  jensen (off|taylor|exact)  lambda
  *            self (exact|cache)  layers heads kv_heads head_dim max_tokens threads tau
  *            heatkv (block|head|prop|greedy)  evict (none|uniform|random)  budget (0 < f <= 1)
- *            agg (mean|max)  seed
+ *            agg (mean|max)  seed  keep (retrieval heads kept whole: 0..layers*kv_heads)
  *   (calib=PATH is the command line's: the library takes a loaded handle in cfg.calib.)
  *   Later items override earlier ones. Unknown keys and bad values are errors naming the offset.
  *   The methods are documented in docs/methods/ (oscar.md, jensen.md, baselines.md).
@@ -177,6 +177,8 @@ typedef struct {
     kvs_agg agg;         /* heatkv: statistic aggregated over a KV head's query heads by mean or max */
     unsigned seed;       /* evict=random: seed of the rankings */
     const kvs_calib *calib; /* heatkv: calibration of this model (not owned; must outlive the cache) */
+    int keep;            /* evict=uniform, heatkv=prop|greedy: the `keep` streams with the most calibrated
+                            induction mass (retrieval heads) keep every token; the rest share the budget */
 } kvs_config;
 
 /* Defaults: SmolLM2-135M shapes (30 layers, 9 heads, 3 KV heads, 64), 8192 tokens, fp32, G=32, W=0. */
@@ -272,6 +274,14 @@ typedef struct {
  * KVS_ERR_NOMEM. */
 KVS_API KVS_NODISCARD kvs_status kvs_calib_heat_new(const kvs_calib_heat_desc *desc, const double *mass,
                                                     const uint32_t *nq, kvs_calib **out);
+/* Add retrieval-head statistics (the keep= option's ranking) to a calibration: echo[2][n_layers *
+ * n_kv_heads] and induction[2][...], aggregated over each KV head's query heads by mean, then max:
+ * the mean attention mass that the repeat of a random token puts on its first occurrence (echo) and
+ * on the token after it (induction), over n_texts sequences of `period` tokens read twice. Each in
+ * [0, 1], echo + induction <= 1, max >= mean. Replaces earlier ones.
+ * @return KVS_OK, KVS_ERR_ARG, KVS_ERR_FORMAT (a value out of range), KVS_ERR_NOMEM. */
+KVS_API KVS_NODISCARD kvs_status kvs_calib_set_retrieval(kvs_calib *cal, int period, int n_texts, const double *echo,
+                                                         const double *induction);
 /* @return KVS_OK, KVS_ERR_ARG, KVS_ERR_IO, KVS_ERR_NOMEM. */
 KVS_API KVS_NODISCARD kvs_status kvs_calib_save(const kvs_calib *cal, const char *path);
 

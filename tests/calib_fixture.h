@@ -26,4 +26,19 @@ static inline kvs_calib *fixture_calib(int L, int NH, int H, int d, int block, i
     kvs__calib_derive(cal);
     return cal;
 }
+
+/* Retrieval statistics on top (for keep=): unit u's echo + induction grows with (u * 7) % U, so
+ * the kept units are spread over layers. */
+static inline int fixture_retr(kvs_calib *cal) {
+    const int U = cal->n_layers * cal->n_kv_heads;
+    double *echo = calloc(2 * (size_t)U, sizeof(double)), *ind = calloc(2 * (size_t)U, sizeof(double));
+    int ok = echo && ind;
+    for (int u = 0; ok && u < U; u++) {
+        ind[u] = 0.4 * ((u * 7) % U) / U, echo[u] = 0.1 * ((u * 7) % U) / U;
+        ind[U + u] = 1.5 * ind[u], echo[U + u] = 1.5 * echo[u];
+    }
+    ok = ok && kvs_calib_set_retrieval(cal, 32, 1, echo, ind) == KVS_OK;
+    free(echo), free(ind);
+    return ok;
+}
 #endif

@@ -1,6 +1,7 @@
 /* The calibration container: round trip, and one named failure per corruption class. */
 #include <string.h>
 
+#include "cache/evict.h"
 #include "calib_fixture.h"
 #include "test_util.h"
 
@@ -26,6 +27,88 @@ static void expect(const uint8_t *b, size_t n, kvs_calib_error want, const char 
     kvs_calib_free(c);
 }
 
+/* Retrieval-head statistics (RETR section): echo and induction per unit, mean then max. */
+static void fill_retr(int U, double *echo, double *ind, uint64_t seed) {
+    rng_t r = {seed};
+    for (int u = 0; u < U; u++) {
+        echo[u] = 0.2 * rng_uniform(&r), ind[u] = 0.3 * rng_uniform(&r);
+        echo[U + u] = echo[u] * 1.5, ind[U + u] = ind[u] * 2.0;
+    }
+}
+
+static void retrieval_section(const kvs_calib *heat_only) {
+    const int U = heat_only->n_layers * heat_only->n_kv_heads;
+    double echo[64], ind[64];
+    fill_retr(U, echo, ind, 9);
+    uint8_t *b = NULL, *b2 = NULL;
+    size_t n = 0, n2 = 0;
+    kvs_calib *cal = NULL, *back = NULL;
+    CHECK_OK(kvs__calib_serialize(heat_only, &b, &n));
+    CHECK_OK(kvs_calib_load_mem(b, n, &cal));
+    free(b);
+    if (!cal) return;
+    CHECK(!cal->has_retr, "a file without RETR loads without retrieval statistics");
+    CHECK_OK(kvs_calib_set_retrieval(cal, 64, 2, echo, ind));
+    CHECK_OK(kvs__calib_serialize(cal, &b, &n));
+    CHECK_OK(kvs_calib_load_mem(b, n, &back));
+    if (back) {
+        CHECK(back->has_retr && back->has_heat && back->retr.period == 64 && back->retr.n_texts == 2 &&
+                  !memcmp(back->retr.echo, echo, sizeof(double) * 2 * U) && !memcmp(back->retr.induction, ind, sizeof(double) * 2 * U),
+              "RETR round trip");
+        CHECK_OK(kvs__calib_serialize(back, &b2, &n2));
+        CHECK(n2 == n && b2 && !memcmp(b, b2, n), "RETR round trip changed the bytes");
+        free(b2);
+    }
+    kvs_calib_free(back);
+    /* the keep= ranking: echo + induction, highest first */
+    char prot[64];
+    CHECK(kvs__retrieval_units(cal, 0, U, 3, prot) == 3, "three units kept");
+    double lo_kept = 1e9, hi_other = -1;
+    for (int u = 0; u < U; u++) {
+        const double v = echo[u] + ind[u];
+        if (prot[u]) lo_kept = v < lo_kept ? v : lo_kept;
+        else hi_other = v > hi_other ? v : hi_other;
+    }
+    CHECK(lo_kept >= hi_other, "kept units are not the highest-scoring (%g < %g)", lo_kept, hi_other);
+    /* values: out of range, NaN, max below mean; refused by the setter and by the loader */
+    double bad[64];
+    memcpy(bad, ind, sizeof(double) * 2 * U);
+    bad[1] = 1.5;
+    CHECK(kvs_calib_set_retrieval(cal, 64, 2, echo, bad) == KVS_ERR_FORMAT, "induction 1.5 accepted");
+    memcpy(bad, ind, sizeof(double) * 2 * U);
+    bad[U + 2] = bad[2] * 0.5;
+    CHECK(kvs_calib_set_retrieval(cal, 64, 2, echo, bad) == KVS_ERR_FORMAT, "max below mean accepted");
+    CHECK(kvs_calib_set_retrieval(cal, 0, 2, echo, ind) == KVS_ERR_ARG, "period 0 accepted");
+    const size_t retr0 = n - 8 - (8 + 32 * (size_t)U) - 16; /* the RETR section is the last */
+    uint8_t *x = malloc(n + 16);
+    memcpy(x, b, n);
+    CHECK(!memcmp(x + retr0, "RETR", 4), "RETR section where expected");
+    const size_t at = retr0 + 16 + 8 + 8 * 3; /* echo, mean, unit 3 */
+    const double nan = NAN;
+    uint64_t v;
+    memcpy(&v, &nan, 8);
+    for (int i = 0; i < 8; i++) x[at + i] = (uint8_t)(v >> (8 * i));
+    reseal(x, n);
+    expect(x, n, KVS_CALIB_BAD_VALUE, "RETR echo NaN");
+    memcpy(x, b, n);
+    put32(x + retr0 + 16, 0);
+    reseal(x, n);
+    expect(x, n, KVS_CALIB_BAD_SHAPE, "RETR period 0");
+    memcpy(x, b, n);
+    x[retr0 + 8] = (uint8_t)(x[retr0 + 8] - 8); /* section 8 bytes short of its arrays */
+    reseal(x, n);
+    expect(x, n, KVS_CALIB_BAD_SECTION, "RETR section size");
+    memcpy(x, b, n);
+    memset(x + 112, 0, 4); /* padding is canonical: a stray byte in the reserved tail of the header */
+    put32(x + 112, 2);
+    x[118] = 1;
+    reseal(x, n);
+    expect(x, n, KVS_CALIB_BAD_SECTION, "reserved byte set");
+    free(x);
+    free(b);
+    kvs_calib_free(cal);
+}
+
 /* test_calib --seeds DIR: write the fuzz corpus seeds (small valid files) */
 static int write_seeds(const char *dir) {
     const int shapes[3][9] = {{1, 1, 1, 16, 8, 0, 0, 16, 2}, {2, 2, 1, 64, 32, 4, 32, 200, 3}, {1, 6, 3, 64, 64, 4, 64, 512, 4}};
@@ -34,7 +117,13 @@ static int write_seeds(const char *dir) {
         kvs_calib *c = fixture_calib(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], (uint64_t)i + 1);
         char path[1024];
         snprintf(path, sizeof path, "%s/seed%d.kvcal", dir, i);
-        if (!c || kvs__calib_save(c, path) != KVS_OK) return 1;
+        if (!c) return 1;
+        if (i == 2) { /* one seed with retrieval statistics */
+            double echo[64], ind[64];
+            fill_retr(s[0] * s[2], echo, ind, 5);
+            if (kvs_calib_set_retrieval(c, 32, 1, echo, ind) != KVS_OK) return 1;
+        }
+        if (kvs__calib_save(c, path) != KVS_OK) return 1;
         kvs_calib_free(c);
     }
     return 0;
@@ -168,6 +257,7 @@ int main(int argc, char **argv) {
     }
     free(x);
     free(b);
+    retrieval_section(cal);
     kvs_calib_free(cal);
     return test_done("test_calib");
 }

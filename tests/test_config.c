@@ -32,6 +32,17 @@ int main(void) {
         CHECK_OK(kvs_config_parse(&b, buf));
         CHECK(memcmp(&a, &b, sizeof a) == 0, "preset %s does not round-trip through '%s'", presets[i], buf);
     }
+    /* eviction keys, floats in their shortest form, keep= (parsing them needs a calibration: the
+     * format alone here; test_evict and the fuzzer parse them) */
+    {
+        kvs_config a = kvs_config_default();
+        char buf[384];
+        CHECK_OK(kvs_config_parse(&a, "oscar-int2,lambda=0.3"));
+        a.evict = KVS_EVICT_HEATKV_PROP, a.agg = KVS_AGG_MAX, a.budget = 0.2f, a.keep = 10;
+        kvs_config_format(&a, buf, sizeof buf);
+        CHECK(strstr(buf, "lambda=0.3,") && strstr(buf, ",heatkv=prop,budget=0.2,agg=max,keep=10"), "eviction format: '%s'", buf);
+        expect_error("keep=-1", "keep");
+    }
     char small[8];
     size_t need = kvs_config_format(&c, small, sizeof small);
     CHECK(need > 7 && strlen(small) == 7, "truncated format");

@@ -164,7 +164,10 @@ static void variants(void) {
                        "oscar-int2,sinks=4,window=32,heatkv=greedy,budget=0.3,agg=max",
                        "q4_0,sinks=4,heatkv=block,budget=0.25",
                        "q8_0,evict=uniform,budget=0.1",
-                       "oscar-int2,sinks=4,window=32,heatkv=block,budget=1"};
+                       "oscar-int2,sinks=4,window=32,heatkv=block,budget=1",
+                       "oscar-int2,sinks=4,window=32,heatkv=prop,budget=0.45,keep=2",
+                       "oscar-int2,sinks=4,window=32,evict=uniform,budget=0.45,keep=3,agg=max"};
+    CHECK(fixture_retr(cal), "retrieval statistics");
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
         kvs_config cfg = small_cfg(v[i], cal, L, H, T);
         kvs_evict_plan p, again;
@@ -186,12 +189,12 @@ static void variants(void) {
             }
             CHECK(!mixed, "%s: %d (unit, step)s keep part of their old blocks", v[i], mixed);
         }
-        if (cfg.evict == KVS_EVICT_UNIFORM) {
+        if (cfg.evict == KVS_EVICT_UNIFORM && !cfg.keep) { /* with keep=, retrieval_keep checks the shape */
             int diff = 0;
             for (int u = 1; u < U; u++) diff += memcmp(p.drop, p.drop + (size_t)u * nb, (size_t)nb * sizeof(int32_t)) != 0;
             CHECK(!diff, "%s: %d units differ from unit 0", v[i], diff);
         }
-        if (cfg.evict == KVS_EVICT_HEATKV_PROP) {
+        if (cfg.evict == KVS_EVICT_HEATKV_PROP && !cfg.keep) {
             const double *far = cal->heat.far + (size_t)cfg.agg * U;
             int inverted = 0;
             for (int a = 0; a < U; a++)
@@ -344,6 +347,7 @@ static void masked_ref(const kvs_cache *D, const kvs_cache *E, int l, int qh, lo
 static void attention(const char *spec, int use_avx2) {
     const int L = 2, H = 2, NH = 4, d = 64, T = 400;
     kvs_calib *cal = fixture_calib(L, NH, H, d, 64, 4, 32, 1024, 12, 5);
+    CHECK(fixture_retr(cal), "retrieval statistics");
     kvs_config ce = small_cfg(spec, cal, L, H, T);
     ce.max_tokens = T;
     kvs_config cd = ce;
@@ -427,8 +431,62 @@ static void attention(const char *spec, int use_avx2) {
     kvs_calib_free(cal);
 }
 
+/* keep=K: the K units with the most retrieval mass never lose a block, the others stay within
+ * the budget that is left; what keep= cannot do is refused with a message. */
+static void retrieval_keep(void) {
+    const int L = 3, H = 3, U = L * H, T = 768;
+    kvs_calib *cal = fixture_calib(L, 2 * H, H, 64, 64, 4, 32, 1024, 12, 11);
+    kvs_config cfg = small_cfg("oscar-int2,sinks=4,window=32,heatkv=prop,budget=0.3", cal, L, H, T);
+    cfg.keep = 2;
+    CHECK(kvs_config_validate(&cfg) == KVS_ERR_CONFIG && strstr(kvs_last_error(), "retrieval"),
+          "keep= without retrieval statistics: %s", kvs_last_error());
+    CHECK(fixture_retr(cal), "retrieval statistics");
+    for (int uniform = 0; uniform < 2; uniform++) {
+        cfg = small_cfg(uniform ? "oscar-int2,sinks=4,window=32,evict=uniform,budget=0.45,keep=2"
+                                : "oscar-int2,sinks=4,window=32,heatkv=prop,budget=0.45,keep=2",
+                        cal, L, H, T);
+        kvs_evict_plan p;
+        if (!check_plan(&cfg, &p, uniform ? "uniform keep=2" : "prop keep=2")) continue;
+        char prot[64];
+        kvs__retrieval_units(cal, 0, U, 2, prot);
+        int kept_drops = 0, other_drops = 0;
+        for (int u = 0; u < U; u++)
+            for (int b = 0; b < p.n_blocks; b++) {
+                const int dropped = p.drop[(size_t)u * p.n_blocks + b] <= T; /* T + 1: never within capacity */
+                kept_drops += prot[u] && dropped;
+                other_drops += !prot[u] && dropped;
+            }
+        /* fixture_retr ranks unit u by (7u) % 9: units 5 (8) and 1 (7) come first */
+        int n_prot = 0;
+        for (int u = 0; u < U; u++) n_prot += prot[u];
+        CHECK(n_prot == 2 && prot[5] && prot[1], "keep=2 picked the wrong units");
+        CHECK(kept_drops == 0 && other_drops > 0, "keep=2: %d drops in kept units, %d in the others", kept_drops, other_drops);
+        int shape = 0; /* the others: equal under uniform, ordered by far mass under prop */
+        for (int a = 0; a < U; a++)
+            for (int b = 0; b < U; b++) {
+                if (prot[a] || prot[b]) continue;
+                const long long ha = held(&cfg, &p, a / H, a % H, T), hb = held(&cfg, &p, b / H, b % H, T);
+                shape += uniform ? ha != hb : cal->heat.far[a] > cal->heat.far[b] && ha < hb - p.blk_tokens;
+            }
+        CHECK(!shape, "keep=2: %d pairs of the other units break the variant's shape", shape);
+        kvs__evict_plan_free(&p);
+    }
+    cfg = small_cfg("oscar-int2,sinks=4,window=32,heatkv=block,budget=0.45", cal, L, H, T);
+    cfg.keep = 1;
+    CHECK(kvs_config_validate(&cfg) == KVS_ERR_CONFIG && strstr(kvs_last_error(), "keep="), "keep= with heatkv=block: %s",
+          kvs_last_error());
+    cfg = small_cfg("oscar-int2,sinks=4,window=32,heatkv=prop,budget=0.3", cal, L, H, T);
+    cfg.keep = 3; /* 3 whole streams are a third of the slots: nothing left for the others' windows */
+    CHECK(kvs_config_validate(&cfg) == KVS_ERR_CONFIG && strstr(kvs_last_error(), "cannot keep"), "keep=3 at 0.3: %s",
+          kvs_last_error());
+    cfg.keep = U + 1;
+    CHECK(kvs_config_validate(&cfg) == KVS_ERR_CONFIG, "keep above the stream count accepted");
+    kvs_calib_free(cal);
+}
+
 int main(void) {
     known_answer();
+    retrieval_keep();
     block_shape();
     budgets();
     variants();
@@ -439,7 +497,8 @@ int main(void) {
                            "q4_0,sinks=15,evict=uniform,budget=0.4", /* 385 stored: a last block of one token */
                            "k=int4,v=int4,window=32,sinks=4,heatkv=greedy,budget=0.3",
                            "k=int2,v=int4,window=64,sinks=4,evict=random,budget=0.5,scale=token",
-                           "k=int4,v=int4,window=32,heatkv=block,budget=0.4,self=cache"};
+                           "k=int4,v=int4,window=32,heatkv=block,budget=0.4,self=cache",
+                           "k=int4,v=int4,window=32,sinks=4,heatkv=prop,budget=0.6,keep=1"};
     for (int a = 0; a < 2; a++)
         for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) attention(specs[i], a);
     return test_done("test_evict");

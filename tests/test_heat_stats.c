@@ -10,6 +10,40 @@
 
 enum { CTX = 64, D = 64, BLK = 8, WIN = 8, NH = 4, H = 2 };
 
+/* Retrieval statistics: period T, positions 0 .. 2T. Keys e_p. Query head 0 (KV head 0) at a repeat
+ * P = T + j attends to j + 1 (induction), query head 2 (KV head 1) to j (echo), heads 1 and 3
+ * uniformly: mean and max over each KV head's two query heads are hand-computed. */
+static void retrieval(void) {
+    enum { T = 20, C = 2 * T + 1 };
+    kvs_retrieval_stats *rs = NULL;
+    CHECK_OK(kvs_retrieval_stats_new(1, NH, H, D, T, &rs));
+    if (!rs) return;
+    CHECK(kvs_retrieval_stats_ctx(rs) == C, "context %d", kvs_retrieval_stats_ctx(rs));
+    static float q[C][NH][D], k[C][H][D];
+    for (int p = 0; p < C; p++) {
+        for (int h = 0; h < H; h++) k[p][h][p] = 1.0f;
+        if (p > T) q[p][0][p - T + 1] = 400.0f, q[p][2][p - T] = 400.0f;
+    }
+    kvs_retrieval_stats_begin(rs);
+    for (int p0 = 0; p0 < C; p0 += 9) kvs_retrieval_observe(rs, 0, p0 + 9 <= C ? 9 : C - p0, p0, &q[p0][0][0], &k[p0][0][0]);
+    CHECK_OK(kvs_retrieval_stats_error(rs));
+    double echo[2 * H], ind[2 * H];
+    kvs_retrieval_stats_scores(rs, echo, ind);
+    /* counted queries: P = T + j with j >= 2 and P < C - 1, i.e. j = 2 .. T - 1; the uniform head puts 1 / (P + 1) on each */
+    double uni = 0.0;
+    int cnt = 0;
+    for (int j = 2; j < T; j++) uni += 1.0 / (T + j + 1), cnt++;
+    uni /= cnt;
+    const double want_ind[2 * H] = {(1 + uni) / 2, uni / 2, 1, uni}, want_echo[2 * H] = {uni / 2, (1 + uni) / 2, uni, 1};
+    double worst = 0.0;
+    for (int x = 0; x < 2 * H; x++) worst = fmax(worst, fabs(ind[x] - want_ind[x]) + fabs(echo[x] - want_echo[x]));
+    CHECK(worst < 1e-6, "retrieval scores off by %.3g (induction %g %g, echo %g %g)", worst, ind[0], ind[1], echo[0], echo[1]);
+    kvs_retrieval_stats_begin(rs);
+    kvs_retrieval_observe(rs, 0, 3, 5, &q[0][0][0], &k[0][0][0]);
+    CHECK(kvs_retrieval_stats_error(rs) == KVS_ERR_ARG, "out of order positions accepted");
+    kvs_retrieval_stats_free(rs);
+}
+
 int main(void) {
     kvs_heat_stats *st = NULL;
     CHECK_OK(kvs_heat_stats_new(1, NH, H, D, CTX, BLK, 0, WIN, &st));
@@ -71,5 +105,6 @@ int main(void) {
     kvs_heat_observe(st, 0, 4, 10, &q[0][0][0], &k[0][0][0]);
     CHECK(kvs_heat_stats_error(st) == KVS_ERR_ARG && strstr(kvs_last_error(), "positions"), "out of order: %s", kvs_last_error());
     kvs_heat_stats_free(st);
+    retrieval();
     return test_done("test_heat_stats");
 }

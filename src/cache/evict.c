@@ -81,6 +81,17 @@ kvs_status kvs__evict_validate(const kvs_config *cfg) {
                 cal->n_layers, cal->n_heads, cal->n_kv_heads, cal->head_dim, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads,
                 cfg->head_dim);
     }
+    if (cfg->keep < 0 || cfg->keep > (long long)cfg->n_layers * cfg->n_kv_heads)
+        BAD("config: keep=%d outside [0, %lld streams]", cfg->keep, (long long)cfg->n_layers * cfg->n_kv_heads);
+    if (cfg->keep > 0) {
+        if (cfg->evict != KVS_EVICT_UNIFORM && cfg->evict != KVS_EVICT_HEATKV_PROP)
+            BAD("config: keep= (retrieval heads kept whole) works with evict=uniform and heatkv=prop only");
+        if (!cal || !cal->has_retr)
+            BAD("config: keep= needs a calibration with retrieval-head statistics (kvslim calibrate heatkv --probe-texts)");
+        if (cal->n_layers != cfg->n_layers || cal->n_kv_heads != cfg->n_kv_heads)
+            BAD("config: calibration measured on %d layers x %d KV heads, cache has %d x %d", cal->n_layers, cal->n_kv_heads,
+                cfg->n_layers, cfg->n_kv_heads);
+    }
     const int B = kvs__evict_block(cfg);
     if (B % cfg->group) BAD("config: calibration block %d is not a multiple of group=%d", B, cfg->group);
     const long long need = r_max(cfg, B), U = (long long)cfg->n_layers * cfg->n_kv_heads;
@@ -88,6 +99,10 @@ kvs_status kvs__evict_validate(const kvs_config *cfg) {
         BAD("config: budget=%g keeps %lld token slots per head, below the %lld that sinks (%d), window (%d) and one "
             "block in progress (%d) need",
             (double)cfg->budget, budget_slots(cfg) / U, need, cfg->sinks, cfg->window, B);
+    if (cfg->keep > 0 && budget_slots(cfg) - (long long)cfg->keep * cfg->max_tokens < need * (U - cfg->keep))
+        BAD("config: budget=%g cannot keep %d streams whole (%d tokens each) and give the other %lld the %lld slots that "
+            "sinks, window and one block in progress need",
+            (double)cfg->budget, cfg->keep, cfg->max_tokens, U - cfg->keep, need);
     return KVS_OK;
 #undef BAD
 }
@@ -300,6 +315,45 @@ static int early_pruning(const kvs_config *cfg, const int32_t *tc, int B, atom *
     return ok;
 }
 
+/* keep=K: the K units with the most calibrated retrieval mass, echo plus induction (RazorAttention
+ * protects both kinds; ties: lower unit), as a mask. */
+int kvs__retrieval_units(const kvs_calib *cal, int agg, int U, int K, char *prot) {
+    const double *echo = cal->retr.echo + (size_t)agg * U, *ind = cal->retr.induction + (size_t)agg * U;
+    memset(prot, 0, (size_t)U);
+    for (int k = 0; k < K && k < U; k++) {
+        int best = -1;
+        for (int u = 0; u < U; u++)
+            if (!prot[u] && (best < 0 || echo[u] + ind[u] > echo[best] + ind[best])) best = u;
+        if (best < 0) return k;
+        prot[best] = 1;
+    }
+    return K < U ? K : U;
+}
+
+/* Budgets with keep=K: kept units get T (never lose a block), the other U - K share M - K T by
+ * the variant's rule (uniform: equally; prop: by far mass). 1, or 0 out of memory. */
+static int kept_budgets(const kvs_config *cfg, int U, long long base, long long M, long long T, long long *bu) {
+    char *prot = malloc((size_t)U);
+    long long *sub = malloc((size_t)U * sizeof(long long));
+    double *score = malloc((size_t)U * sizeof(double));
+    int ok = prot && sub && score;
+    if (ok) {
+        const int K = kvs__retrieval_units(cfg->calib, (int)cfg->agg, U, cfg->keep, prot), rest = U - K;
+        const long long Mr = M - (long long)K * T;
+        int j = 0;
+        for (int u = 0; u < U; u++)
+            if (!prot[u]) score[j++] = cfg->evict == KVS_EVICT_HEATKV_PROP ? cfg->calib->heat.far[(size_t)cfg->agg * U + u] : 1.0;
+        if (rest > 0 && cfg->evict == KVS_EVICT_UNIFORM)
+            for (int r = 0; r < rest; r++) sub[r] = Mr / rest;
+        else if (rest > 0)
+            ok = kvs__prop_budgets(score, rest, base, Mr, T, sub);
+        j = 0;
+        for (int u = 0; ok && u < U; u++) bu[u] = prot[u] ? T : sub[j++];
+    }
+    free(prot), free(sub), free(score);
+    return ok;
+}
+
 kvs_status kvs__evict_plan(const kvs_config *cfg, kvs_evict_plan *plan) {
     memset(plan, 0, sizeof *plan);
     if (cfg->evict == KVS_EVICT_NONE) return KVS_OK;
@@ -319,7 +373,12 @@ kvs_status kvs__evict_plan(const kvs_config *cfg, kvs_evict_plan *plan) {
         long long *bu = malloc((size_t)U * sizeof(long long));
         if (!bu) goto oom;
         const long long base = r_max(cfg, B);
-        if (cfg->evict == KVS_EVICT_UNIFORM) {
+        if (cfg->keep > 0) { /* retrieval heads keep everything; the others share what is left */
+            if (!kept_budgets(cfg, U, base, M, T, bu)) {
+                free(bu);
+                goto oom;
+            }
+        } else if (cfg->evict == KVS_EVICT_UNIFORM) {
             for (int u = 0; u < U; u++) bu[u] = M / U; /* the same for every head; M % U slots unused */
         } else if (!(cfg->evict == KVS_EVICT_HEATKV_PROP
                          ? kvs__prop_budgets(cfg->calib->heat.far + (size_t)cfg->agg * U, U, base, M, T, bu)

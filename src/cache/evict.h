@@ -31,6 +31,8 @@ void kvs__evict_plan_free(kvs_evict_plan *plan);
 /* Per-unit slot budgets (heatkv=prop, heatkv=greedy), each >= base and <= cap, summing to M (less
  * only when every unit is capped). 1, or 0 out of memory. Exposed for the tests. */
 int kvs__prop_budgets(const double *score, int U, long long base, long long M, long long cap, long long *b);
+/* keep=K's streams: the K units with the most induction mass under agg, as prot[U] = 1. Returns K. */
+int kvs__retrieval_units(const struct kvs_calib *cal, int agg, int U, int K, char *prot);
 int kvs__greedy_budgets(const struct kvs_calib *cal, int agg, int U, long long base, long long M, long long cap,
                          long long *b);
 #endif

@@ -11,7 +11,7 @@
 #include "../common/status.h"
 
 static const char MAGIC[8] = {'K', 'V', 'S', 'C', 'A', 'L', 'I', 'B'};
-enum { HEADER = 120, SECTION_HEAD = 16, HEAT_HEAD = 32 };
+enum { HEADER = 120, SECTION_HEAD = 16, HEAT_HEAD = 32, RETR_HEAD = 8 };
 
 static uint64_t fnv1a(const uint8_t *p, size_t n) {
     uint64_t h = 1469598103934665603ull;
@@ -32,6 +32,8 @@ static void heat_free(kvs_calib_heat *h) {
 void kvs_calib_free(kvs_calib *cal) {
     if (!cal) return;
     heat_free(&cal->heat);
+    free(cal->retr.echo);
+    free(cal->retr.induction);
     free(cal);
 }
 
@@ -183,13 +185,16 @@ static size_t heat_payload(int L, int H, int nb) {
     return HEAT_HEAD + 2 * U * n * n * 8 + (n * n * 4 + 7) / 8 * 8 + 2 * U * n * 8 + 2 * U * 8 + order_bytes + horder_bytes;
 }
 
+/* RETR payload: period, texts, echo, induction. */
+static size_t retr_payload(int L, int H) { return RETR_HEAD + 4 * (size_t)L * H * 8; }
+
 kvs_status kvs__calib_serialize(const kvs_calib *c, uint8_t **data, size_t *size) {
     if (!c || !data || !size) return kvs_report(KVS_ERR_ARG, "calib: NULL argument");
     const kvs_calib_heat *h = &c->heat;
     const int L = c->n_layers, H = c->n_kv_heads, nb = h->n_blocks;
     const size_t U = (size_t)L * H, n = (size_t)nb;
-    const size_t pay = c->has_heat ? heat_payload(L, H, nb) : 0;
-    const size_t total = HEADER + (c->has_heat ? SECTION_HEAD + pay : 0) + 8;
+    const size_t pay = c->has_heat ? heat_payload(L, H, nb) : 0, rpay = c->has_retr ? retr_payload(L, H) : 0;
+    const size_t total = HEADER + (c->has_heat ? SECTION_HEAD + pay : 0) + (c->has_retr ? SECTION_HEAD + rpay : 0) + 8;
     uint8_t *b = calloc(1, total);
     if (!b) return kvs_report(KVS_ERR_NOMEM, "calib: out of memory");
     memcpy(b, MAGIC, 8);
@@ -199,7 +204,7 @@ kvs_status kvs__calib_serialize(const kvs_calib *c, uint8_t **data, size_t *size
     put32(b + 36, (uint32_t)c->head_dim);
     memcpy(b + 40, c->model, strnlen(c->model, 63));
     put64(b + 104, c->model_hash);
-    put32(b + 112, c->has_heat ? 1u : 0u);
+    put32(b + 112, (uint32_t)(!!c->has_heat + !!c->has_retr));
     if (c->has_heat) {
         uint8_t *p = b + HEADER;
         memcpy(p, "HEAT", 4);
@@ -216,6 +221,16 @@ kvs_status kvs__calib_serialize(const kvs_calib *c, uint8_t **data, size_t *size
         for (size_t i = 0; i < 2 * n * U; i++) p[2 * i] = (uint8_t)h->order[i], p[2 * i + 1] = (uint8_t)(h->order[i] >> 8);
         p += (2 * n * U * 2 + 7) / 8 * 8;
         for (size_t i = 0; i < 2 * U; i++) p[2 * i] = (uint8_t)h->horder[i], p[2 * i + 1] = (uint8_t)(h->horder[i] >> 8);
+    }
+    if (c->has_retr) {
+        uint8_t *p = b + HEADER + (c->has_heat ? SECTION_HEAD + pay : 0);
+        memcpy(p, "RETR", 4);
+        put64(p + 8, rpay);
+        p += SECTION_HEAD;
+        put32(p, (uint32_t)c->retr.period), put32(p + 4, (uint32_t)c->retr.n_texts);
+        p += RETR_HEAD;
+        for (size_t i = 0; i < 2 * U; i++, p += 8) putf64(p, c->retr.echo[i]);
+        for (size_t i = 0; i < 2 * U; i++, p += 8) putf64(p, c->retr.induction[i]);
     }
     put64(b + total - 8, fnv1a(b, total - 8));
     *data = b;
@@ -258,6 +273,76 @@ static int is_perm(const uint16_t *o, int U) {
     return 1;
 }
 
+/* Echo and induction masses are probabilities, and the max over query heads is at least their mean. */
+static int retr_values_ok(const double *echo, const double *ind, size_t U, size_t *bad) {
+    for (size_t u = 0; u < 2 * U; u++) {
+        const double e = echo[u], x = ind[u];
+        if (!(e >= 0.0 && e <= 1.0 && x >= 0.0 && x <= 1.0 && (u >= U || e + x <= 1.0 + 1e-9)) || /* max: other heads */
+            (u >= U && (e < echo[u - U] - 1e-12 || x < ind[u - U] - 1e-12))) {
+            *bad = u;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static kvs_status retr_set(kvs_calib *c, int period, int texts, const double *echo, const double *ind) {
+    const size_t U = (size_t)c->n_layers * c->n_kv_heads;
+    double *e = malloc(2 * U * sizeof(double)), *x = malloc(2 * U * sizeof(double));
+    if (!e || !x) {
+        free(e), free(x);
+        return kvs_report(KVS_ERR_NOMEM, "calib: out of memory");
+    }
+    memcpy(e, echo, 2 * U * sizeof(double));
+    memcpy(x, ind, 2 * U * sizeof(double));
+    free(c->retr.echo), free(c->retr.induction);
+    c->retr = (kvs_calib_retr){period, texts, e, x};
+    c->has_retr = 1;
+    return KVS_OK;
+}
+
+static kvs_status parse_retr(kvs_calib *c, const uint8_t *p, uint64_t pay, kvs_calib_error *err) {
+    const size_t U = (size_t)c->n_layers * c->n_kv_heads;
+#define RFAIL(cls, ...)                                                                                                \
+    do {                                                                                                               \
+        if (err) *err = cls;                                                                                           \
+        return kvs_report(KVS_ERR_FORMAT, __VA_ARGS__);                                                                \
+    } while (0)
+    if (c->has_retr) RFAIL(KVS_CALIB_BAD_SECTION, "calib: section RETR given twice");
+    if (pay != retr_payload(c->n_layers, c->n_kv_heads))
+        RFAIL(KVS_CALIB_BAD_SECTION, "calib: RETR section of %llu bytes, %zu expected", (unsigned long long)pay,
+              retr_payload(c->n_layers, c->n_kv_heads));
+    const uint32_t period = get32(p), texts = get32(p + 4);
+    if (period < 1 || period > (1u << 20) || texts < 1 || texts > (1u << 20))
+        RFAIL(KVS_CALIB_BAD_SHAPE, "calib: bad RETR dimensions (period %u, texts %u)", period, texts);
+    double *e = malloc(2 * U * sizeof(double)), *x = malloc(2 * U * sizeof(double));
+    if (!e || !x) {
+        free(e), free(x);
+        return kvs_report(KVS_ERR_NOMEM, "calib: out of memory");
+    }
+    p += RETR_HEAD;
+    for (size_t i = 0; i < 2 * U; i++, p += 8) e[i] = getf64(p);
+    for (size_t i = 0; i < 2 * U; i++, p += 8) x[i] = getf64(p);
+    size_t bad = 0;
+    const int ok = retr_values_ok(e, x, U, &bad);
+    kvs_status s = KVS_OK;
+    if (ok) s = retr_set(c, (int)period, (int)texts, e, x);
+    free(e), free(x);
+    if (!ok) RFAIL(KVS_CALIB_BAD_VALUE, "calib: retrieval mass out of range, or max below mean, at agg %zu unit %zu", bad / U, bad % U);
+    return s;
+#undef RFAIL
+}
+
+kvs_status kvs_calib_set_retrieval(kvs_calib *cal, int period, int n_texts, const double *echo, const double *induction) {
+    if (!cal || !echo || !induction) return kvs_report(KVS_ERR_ARG, "calib: NULL argument");
+    if (period < 1 || period > (1 << 20) || n_texts < 1 || n_texts > (1 << 20))
+        return kvs_report(KVS_ERR_ARG, "calib: retrieval period %d or texts %d out of range", period, n_texts);
+    size_t bad = 0;
+    if (!retr_values_ok(echo, induction, (size_t)cal->n_layers * cal->n_kv_heads, &bad))
+        return kvs_report(KVS_ERR_FORMAT, "calib: retrieval mass out of range, or max below mean, at index %zu", bad);
+    return retr_set(cal, period, n_texts, echo, induction);
+}
+
 kvs_status kvs__calib_parse(const uint8_t *b, size_t size, kvs_calib **out, kvs_calib_error *err) {
     kvs_calib *c = NULL;
     if (err) *err = KVS_CALIB_OK;
@@ -285,7 +370,7 @@ kvs_status kvs__calib_parse(const uint8_t *b, size_t size, kvs_calib **out, kvs_
     c->model[63] = 0;
     c->model_hash = get64(b + 104);
     const uint32_t nsec = get32(b + 112);
-    const uint8_t *heat_at = NULL; /* the HEAT section (header included) in the input */
+    const uint8_t *heat_at = NULL, *retr_at = NULL; /* the known sections (headers included) in the input */
     size_t off = HEADER;
     const size_t end = size - 8;
     for (uint32_t k = 0; k < nsec; k++) {
@@ -297,6 +382,15 @@ kvs_status kvs__calib_parse(const uint8_t *b, size_t size, kvs_calib **out, kvs_
                                   k, (const char *)sh, (unsigned long long)pay);
         const uint8_t *p = b + off;
         off += (size_t)pay;
+        if (!memcmp(sh, "RETR", 4)) {
+            kvs_status rs = parse_retr(c, p, pay, err);
+            if (rs) {
+                kvs_calib_free(c);
+                return rs;
+            }
+            retr_at = sh;
+            continue;
+        }
         if (memcmp(sh, "HEAT", 4) != 0) continue; /* a later method's section: not ours to read */
         if (c->has_heat) FAIL(KVS_CALIB_BAD_SECTION, KVS_ERR_FORMAT, "calib: section HEAT given twice");
         heat_at = sh;
@@ -366,7 +460,9 @@ kvs_status kvs__calib_parse(const uint8_t *b, size_t size, kvs_calib **out, kvs_
         return KVS_ERR_NOMEM;
     }
     int canon = !memcmp(w, b, 16) && !memcmp(w + 24, b + 24, 112 - 24) && !memcmp(w + 116, b + 116, 4);
-    if (canon && heat_at) canon = !memcmp(w + HEADER, heat_at, wn - 8 - HEADER);
+    const size_t heat_len = c->has_heat ? SECTION_HEAD + heat_payload(c->n_layers, c->n_kv_heads, c->heat.n_blocks) : 0;
+    if (canon && heat_at) canon = !memcmp(w + HEADER, heat_at, heat_len);
+    if (canon && retr_at) canon = !memcmp(w + HEADER + heat_len, retr_at, SECTION_HEAD + retr_payload(c->n_layers, c->n_kv_heads));
     free(w);
     if (!canon) FAIL(KVS_CALIB_BAD_SECTION, KVS_ERR_FORMAT, "calib: reserved bytes or padding not zero (not a file this format writes)");
     *out = c;

@@ -40,12 +40,21 @@ typedef struct {
     uint16_t *horder; /* [2][U]: units by ascending far mass, same ties */
 } kvs_calib_heat;
 
+/* Retrieval-head statistics (RazorAttention's probe, retrieval_stats.c in the engine): per (agg,
+ * layer, KV head) the mean attention mass that a token's repeat puts on the token itself (echo) and
+ * on the token after it (induction), over random sequences of `period` tokens read twice. */
+typedef struct {
+    int period, n_texts;
+    double *echo, *induction; /* [2][L][H] */
+} kvs_calib_retr;
+
 struct kvs_calib {
     int n_layers, n_heads, n_kv_heads, head_dim;
     char model[64];
     uint64_t model_hash;
-    int has_heat;
+    int has_heat, has_retr;
     kvs_calib_heat heat;
+    kvs_calib_retr retr;
 };
 
 /* An empty calibration for these shapes (heat arrays allocated, zero, for nb blocks). */

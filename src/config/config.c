@@ -167,6 +167,7 @@ static int apply_kv(kvs_config *c, const char *k, size_t kl, const char *v, size
         c->seed = (unsigned)x;
         return 1;
     }
+    if (KEY("keep")) return parse_int(v, vl, 0, 65535, &c->keep);
     if (KEY("lambda")) return parse_float(v, vl, 0.0f, 100.0f, &c->lambda);
     if (KEY("tau")) return parse_float(v, vl, 0.0f, 1e6f, &c->tau);
     if (KEY("group")) return parse_int(v, vl, 1, 1 << 20, &c->group);
@@ -299,6 +300,7 @@ size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
             (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",agg=%s", name_of(g_agg_names, N_NAMES(g_agg_names), (int)c->agg))) > 0)
             n += m;
         if (n < (int)sizeof tmp && c->seed != 1 && (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",seed=%u", c->seed)) > 0) n += m;
+        if (n < (int)sizeof tmp && c->keep && (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",keep=%d", c->keep)) > 0) n += m;
     }
     if (n < 0) n = 0;
     if (n >= (int)sizeof tmp) n = (int)sizeof tmp - 1; /* cannot happen with these fields; never copy past tmp */

@@ -153,6 +153,21 @@ kvs_status kvs_heat_stats_error(const kvs_heat_stats *s);
 /* Means over the observed texts into a calibration (kvs_calib_heat_new). */
 KVS_NODISCARD kvs_status kvs_heat_stats_finish(const kvs_heat_stats *s, const char *model, uint64_t hash, kvs_calib **out);
 
+/* ---- retrieval-head statistics (retrieval_stats.c) ------------------------------------------- */
+
+typedef struct kvs_retrieval_stats kvs_retrieval_stats;
+/* Accumulator for texts of 1 + 2 * period tokens: BOS, `period` random tokens, the same again. */
+KVS_NODISCARD kvs_status kvs_retrieval_stats_new(int n_layers, int n_heads, int n_kv_heads, int head_dim, int period,
+                                                 kvs_retrieval_stats **out);
+void kvs_retrieval_stats_free(kvs_retrieval_stats *s);
+int kvs_retrieval_stats_ctx(const kvs_retrieval_stats *s);
+void kvs_retrieval_stats_begin(kvs_retrieval_stats *s);
+void kvs_retrieval_observe(void *stats, int layer, int n, int pos0, const float *q, const float *k);
+kvs_status kvs_retrieval_stats_error(const kvs_retrieval_stats *s);
+/* Mean attention mass on the echo and on the induction target per (layer, KV head), [2][L * H]:
+ * aggregated over the KV head's query heads by mean (first L * H) and by max. */
+void kvs_retrieval_stats_scores(const kvs_retrieval_stats *s, double *echo, double *induction);
+
 /* ---- tokenizer: GPT-2 byte-level BPE as stored in the GGUF ------------------------------------- */
 
 typedef struct kvs_tokenizer kvs_tokenizer;
