@@ -139,13 +139,13 @@ int cmd_calibrate(int argc, char **argv) {
     if (retr_ind) { /* the heads keep= protects first */
         const int U = hp->n_layer * hp->n_head_kv;
         char *seen = calloc((size_t)U, 1);
-        printf("retrieval heads (induction mass, max over query heads):");
-        for (int k = 0; seen && k < 8 && k < U; k++) {
+        printf("retrieval heads in keep= order (echo + induction mass, mean over query heads):");
+        for (int k = 0; seen && k < 12 && k < U; k++) {
             int best = -1;
             for (int u = 0; u < U; u++)
-                if (!seen[u] && (best < 0 || retr_ind[U + u] > retr_ind[U + best])) best = u;
+                if (!seen[u] && (best < 0 || retr_echo[u] + retr_ind[u] > retr_echo[best] + retr_ind[best])) best = u;
             seen[best] = 1;
-            printf(" L%d.%d %.3f", best / hp->n_head_kv, best % hp->n_head_kv, retr_ind[U + best]);
+            printf(" L%d.%d %.3f", best / hp->n_head_kv, best % hp->n_head_kv, retr_echo[best] + retr_ind[best]);
         }
         printf("\n");
         free(seen);
