@@ -54,8 +54,6 @@ static inline __m256 exp_neg(__m256 x) {
 
 /* ---- code unpacking ---------------------------------------------------------------------- */
 
-/* 1 when rows of `len` b-bit codes use the broadcast-word (permuted) order. */
-static inline int perm_mode(int b, int len) { return b != 3 && len % (64 / b) == 0; }
 
 /* Lane shifts of sub-vector `sub` of a broadcast 64-bit word: lanes alternate between the low
  * and high 32-bit halves, lane l takes element (l>>1) + 4*sub of its half. */

@@ -8,15 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "key_log.h"
 #include "model.h"
 
 struct kvs_heat_stats {
     int L, NH, H, d, ctx, block, sinks, window, nb, texts;
     float tau;
-    float *keys;    /* [L][ctx][H][d] keys of the current text */
     double *sum;    /* [2][L][H][nb][nb] */
     uint32_t *nq;   /* [nb][nb] */
-    int *seen;      /* [L] positions observed in the current text */
+    kvs_key_log log; /* keys of the current text */
     kvs_status err; /* first failure inside the observer (it returns nothing) */
 };
 
@@ -34,11 +34,10 @@ kvs_status kvs_heat_stats_new(int n_layers, int n_heads, int n_kv_heads, int hea
     s->nb = (ctx - sinks) / block;
     s->tau = 1.0f / sqrtf((float)head_dim);
     const size_t nb = (size_t)s->nb;
-    s->keys = malloc((size_t)n_layers * ctx * n_kv_heads * head_dim * sizeof(float));
     s->sum = calloc(2 * (size_t)n_layers * n_kv_heads * nb * nb, sizeof(double));
     s->nq = calloc(nb * nb, sizeof(uint32_t));
-    s->seen = calloc((size_t)n_layers, sizeof(int));
-    if (!s->keys || !s->sum || !s->nq || !s->seen) {
+    const int have_log = kvs__key_log_init(&s->log, n_layers, n_kv_heads, head_dim, ctx) == KVS_OK;
+    if (!have_log || !s->sum || !s->nq) {
         kvs_heat_stats_free(s);
         return kvs_report(KVS_ERR_NOMEM, "calibrate: out of memory for %d layers x %d tokens", n_layers, ctx);
     }
@@ -48,27 +47,25 @@ kvs_status kvs_heat_stats_new(int n_layers, int n_heads, int n_kv_heads, int hea
 
 void kvs_heat_stats_free(kvs_heat_stats *s) {
     if (!s) return;
-    free(s->keys), free(s->sum), free(s->nq), free(s->seen);
+    kvs__key_log_free(&s->log);
+    free(s->sum), free(s->nq);
     free(s);
 }
 
 void kvs_heat_stats_begin(kvs_heat_stats *s) {
-    memset(s->seen, 0, (size_t)s->L * sizeof(int));
+    kvs__key_log_begin(&s->log);
     s->texts++;
 }
 
 void kvs_heat_observe(void *user, int layer, int n, int pos0, const float *q, const float *k) {
     kvs_heat_stats *s = user;
     if (s->err) return;
-    if (layer < 0 || layer >= s->L || pos0 != s->seen[layer] || pos0 + n > s->ctx) {
-        s->err = kvs_report(KVS_ERR_ARG, "calibrate: layer %d saw positions %d.. after %d (ctx %d)", layer, pos0,
-                            layer >= 0 && layer < s->L ? s->seen[layer] : -1, s->ctx);
+    const float *K = kvs__key_log_add(&s->log, layer, n, pos0, k);
+    if (!K) {
+        s->err = KVS_ERR_ARG;
         return;
     }
     const int H = s->H, NH = s->NH, d = s->d, g = NH / H, B = s->block, S = s->sinks, W = s->window, nb = s->nb;
-    float *K = s->keys + (size_t)layer * s->ctx * H * d;
-    memcpy(K + (size_t)pos0 * H * d, k, (size_t)n * H * d * sizeof(float));
-    s->seen[layer] = pos0 + n;
     const int P1 = pos0 + n; /* keys 0 .. P1-1 */
     /* per KV head: one query's scores (then probabilities), and its block masses per query head */
     float *rows = malloc((size_t)H * P1 * sizeof(float));

@@ -9,15 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "key_log.h"
 #include "model.h"
 
 struct kvs_retrieval_stats {
     int L, NH, H, d, period, ctx, texts;
     float tau;
-    float *keys;    /* [L][ctx][H][d] */
     double *sum;    /* [2 agg][2 kind: echo, induction][L][H] */
     long *count;    /* [L] queries counted per layer */
-    int *seen;      /* [L] */
+    kvs_key_log log; /* keys of the current text */
     kvs_status err;
 };
 
@@ -31,11 +31,10 @@ kvs_status kvs_retrieval_stats_new(int n_layers, int n_heads, int n_kv_heads, in
     s->L = n_layers, s->NH = n_heads, s->H = n_kv_heads, s->d = head_dim, s->period = period;
     s->ctx = 1 + 2 * period; /* BOS, the random tokens, the same tokens again */
     s->tau = 1.0f / sqrtf((float)head_dim);
-    s->keys = malloc((size_t)n_layers * s->ctx * n_kv_heads * head_dim * sizeof(float));
     s->sum = calloc(4 * (size_t)n_layers * n_kv_heads, sizeof(double));
     s->count = calloc((size_t)n_layers, sizeof(long));
-    s->seen = calloc((size_t)n_layers, sizeof(int));
-    if (!s->keys || !s->sum || !s->count || !s->seen) {
+    const int have_log = kvs__key_log_init(&s->log, n_layers, n_kv_heads, head_dim, s->ctx) == KVS_OK;
+    if (!have_log || !s->sum || !s->count) {
         kvs_retrieval_stats_free(s);
         return kvs_report(KVS_ERR_NOMEM, "calibrate: out of memory for retrieval statistics");
     }
@@ -45,28 +44,27 @@ kvs_status kvs_retrieval_stats_new(int n_layers, int n_heads, int n_kv_heads, in
 
 void kvs_retrieval_stats_free(kvs_retrieval_stats *s) {
     if (!s) return;
-    free(s->keys), free(s->sum), free(s->count), free(s->seen);
+    kvs__key_log_free(&s->log);
+    free(s->sum), free(s->count);
     free(s);
 }
 
 int kvs_retrieval_stats_ctx(const kvs_retrieval_stats *s) { return s->ctx; }
 
 void kvs_retrieval_stats_begin(kvs_retrieval_stats *s) {
-    memset(s->seen, 0, (size_t)s->L * sizeof(int));
+    kvs__key_log_begin(&s->log);
     s->texts++;
 }
 
 void kvs_retrieval_observe(void *user, int layer, int n, int pos0, const float *q, const float *k) {
     kvs_retrieval_stats *s = user;
     if (s->err) return;
-    if (layer < 0 || layer >= s->L || pos0 != s->seen[layer] || pos0 + n > s->ctx) {
-        s->err = kvs_report(KVS_ERR_ARG, "calibrate: layer %d saw positions %d.. out of order (ctx %d)", layer, pos0, s->ctx);
+    const float *K = kvs__key_log_add(&s->log, layer, n, pos0, k);
+    if (!K) {
+        s->err = KVS_ERR_ARG;
         return;
     }
     const int H = s->H, NH = s->NH, d = s->d, g = NH / H, T = s->period;
-    float *K = s->keys + (size_t)layer * s->ctx * H * d;
-    memcpy(K + (size_t)pos0 * H * d, k, (size_t)n * H * d * sizeof(float));
-    s->seen[layer] = pos0 + n;
     float *rows = malloc((size_t)H * (pos0 + n) * sizeof(float));
     if (!rows) {
         s->err = kvs_report(KVS_ERR_NOMEM, "calibrate: out of memory");
