@@ -52,6 +52,8 @@ expect 0 "at 8192 tokens: [0-9]+ bytes, 1\.3[0-9]+ bits per element" info "oscar
 expect 2 "--out FILE is required" calibrate heatkv
 expect 2 "missing method name" calibrate
 expect 2 "--block: 12 is not a multiple of 8" calibrate heatkv --out x --block 12
+expect 2 "--probe-texts" calibrate heatkv --out x --probe-texts 65
+expect 2 "--period" calibrate heatkv --out x --period 8
 expect 2 "unexpected argument 'fp16'" info fp32 fp16
 expect 2 "--tokens: 'abc' is not an integer" bench attention --tokens 1024,abc
 expect 2 "--tokens: '' is not an integer" bench attention --tokens 1024,,4096

@@ -97,16 +97,20 @@ int cmd_calibrate(int argc, char **argv) {
         if (kvs_retrieval_stats_new(hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim, period, &rs) != KVS_OK) goto fail;
         const int rctx = kvs_retrieval_stats_ctx(rs), nv = kvs_tokenizer_n_vocab(tk);
         int32_t *seq = malloc((size_t)rctx * sizeof *seq);
-        if (!seq) goto fail;
+        if (!seq) {
+            fprintf(stderr, "kvslim calibrate: out of memory\n");
+            goto out;
+        }
+        const int lo = nv > 2000 ? 1000 : nv / 2; /* ordinary tokens: skip the low ids, where the specials are */
         uint64_t lcg = 0x2545F4914F6CDD1Dull;
         kvs_llama_set_observer(m, kvs_retrieval_observe, rs);
         for (int x = 0; x < probe_texts; x++) {
             kvs_retrieval_stats_begin(rs);
             kvs_cache_reset(cache);
             seq[0] = kvs_tokenizer_bos(tk) >= 0 ? kvs_tokenizer_bos(tk) : 0;
-            for (int i = 1; i <= period; i++) { /* ordinary tokens: skip the low ids, where the specials are */
+            for (int i = 1; i <= period; i++) {
                 lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
-                seq[i] = seq[period + i] = (int32_t)(1000 + (lcg >> 33) % (uint64_t)(nv - 1000));
+                seq[i] = seq[period + i] = (int32_t)(lo + (lcg >> 33) % (uint64_t)(nv - lo));
             }
             for (int p = 0; p < rctx; p += n_batch) {
                 const int nb = rctx - p < n_batch ? rctx - p : n_batch;
@@ -123,7 +127,8 @@ int cmd_calibrate(int argc, char **argv) {
         double *echo = malloc(2 * (size_t)U * sizeof(double)), *ind = malloc(2 * (size_t)U * sizeof(double));
         if (!echo || !ind) {
             free(echo), free(ind);
-            goto fail;
+            fprintf(stderr, "kvslim calibrate: out of memory\n");
+            goto out;
         }
         kvs_retrieval_stats_scores(rs, echo, ind);
         retr_echo = echo, retr_ind = ind;
