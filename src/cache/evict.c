@@ -23,12 +23,10 @@ int kvs__evict_block(const kvs_config *cfg) {
 
 /* Stored tokens that may be evicted after t appends. With self=cache a query attends through its
  * own stored token, so the newest token's block waits one more step: no query ever loses itself. */
-static long long quant_at(const kvs_config *cfg, long long t) {
+static long long quant_at(const kvs_method *m, long long t) {
     long long s, q, w;
-    kvs_method m; /* the layout rule lives in the plan; resolving it is a few assignments */
-    kvs__method_resolve(cfg, &m);
-    t -= m.self_cache;
-    kvs__counts(&m, t > 0 ? t : 0, &s, &q, &w);
+    t -= m->self_cache;
+    kvs__counts(m, t > 0 ? t : 0, &s, &q, &w);
     return q;
 }
 
@@ -44,8 +42,10 @@ int kvs__evict_n_blocks(const kvs_config *cfg) { /* every stored token's block, 
 /* max over t <= T of R(t) */
 static long long r_max(const kvs_config *cfg, int B) {
     long long best = 0;
+    kvs_method m; /* the layout rule lives in the plan (resolved once, not per token) */
+    kvs__method_resolve(cfg, &m);
     for (long long t = 1; t <= cfg->max_tokens; t++) {
-        const long long r = t - quant_at(cfg, t) / B * B;
+        const long long r = t - quant_at(&m, t) / B * B;
         best = r > best ? r : best;
     }
     return best;
@@ -113,8 +113,10 @@ kvs_status kvs__evict_validate(const kvs_config *cfg) {
 static void completion_times(const kvs_config *cfg, int B, int nb, int32_t *tc) {
     for (int b = 0; b < nb; b++) tc[b] = KVS_NEVER;
     int next = 0;
+    kvs_method m;
+    kvs__method_resolve(cfg, &m);
     for (long long t = 1; t <= cfg->max_tokens && next < nb; t++)
-        while (next < nb && quant_at(cfg, t) >= (long long)(next + 1) * B) tc[next++] = (int32_t)t;
+        while (next < nb && quant_at(&m, t) >= (long long)(next + 1) * B) tc[next++] = (int32_t)t;
 }
 
 static void per_head_drops(int B, int nb, const int32_t *tc, long long budget, int32_t *drop) {
@@ -402,9 +404,11 @@ kvs_status kvs__evict_plan(const kvs_config *cfg, kvs_evict_plan *plan) {
         goto oom;
     }
     for (int r = 0; r < U; r++) tx[r] = KVS_NEVER;
+    kvs_method layout;
+    kvs__method_resolve(cfg, &layout);
     long long x = 0;
     for (long long t = 1; t <= T; t++) {
-        const long long R = t - quant_at(cfg, t) / B * B, over = (long long)U * t - M;
+        const long long R = t - quant_at(&layout, t) / B * B, over = (long long)U * t - M;
         if (over > 0) {
             const long long need = t > R ? (over + (t - R) - 1) / (t - R) : (long long)U + 1;
             if (need > x) {
