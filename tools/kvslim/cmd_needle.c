@@ -92,8 +92,13 @@ int cmd_needle(int argc, char **argv) {
     toks intro = {0}, fill = {0}, q = {0};
     float *lg = malloc(sizeof(float) * V);
     int *hit = calloc((size_t)n_cfg * lengths.n * depths.n, sizeof(int));
+    /* what the model said, per (config, length, depth, trial): a miss reads differently when the
+     * answer is the key with one digit wrong, another number of the prompt, or no number at all */
+    const size_t n_ans = (size_t)n_cfg * lengths.n * depths.n * trials;
+    char(*said)[24] = calloc(n_ans, sizeof *said);
+    int *keys = calloc((size_t)lengths.n * depths.n * trials, sizeof(int));
     rc = CLI_EXIT_RUNTIME;
-    if (!lg || !hit || tok(tk, k_intro, &intro) || tok(tk, k_filler, &fill) || tok(tk, k_question, &q)) {
+    if (!lg || !hit || !said || !keys || tok(tk, k_intro, &intro) || tok(tk, k_filler, &fill) || tok(tk, k_question, &q)) {
         fprintf(stderr, "kvslim needle: %s\n", kvs_last_error());
         goto out;
     }
@@ -112,6 +117,7 @@ int cmd_needle(int argc, char **argv) {
             for (int tr = 0; tr < trials; tr++) {
                 rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
                 const int key = 10000 + (int)(rng % 90000);
+                keys[((size_t)li * depths.n + di) * trials + tr] = key;
                 char needle_text[160], want[16];
                 snprintf(needle_text, sizeof needle_text, " The pass key is %d. Remember it. %d is the pass key.", key, key);
                 snprintf(want, sizeof want, "%d", key);
@@ -154,6 +160,9 @@ int cmd_needle(int argc, char **argv) {
                         goto out;
                     }
                     hit[((size_t)c * lengths.n + li) * depths.n + di] += strstr(answer, want) != NULL;
+                    char *dst = said[(((size_t)c * lengths.n + li) * depths.n + di) * trials + tr];
+                    for (size_t b = 0; b < 23 && answer[b]; b++) /* JSON-safe: printable ASCII only */
+                        dst[b] = answer[b] >= 0x20 && answer[b] < 0x7f ? answer[b] : '?';
                     char what[96];
                     snprintf(what, sizeof what, "%d@%d%% %.30s", lengths.v[li], depths.v[di], cf[c].name);
                     cli_progress(what, ++done, total, t0);
@@ -196,6 +205,13 @@ int cmd_needle(int argc, char **argv) {
                     json_num(&j, "length", lengths.v[li]);
                     json_num(&j, "depth_pct", depths.v[di]);
                     json_num(&j, "accuracy", (double)hit[((size_t)c * lengths.n + li) * depths.n + di] / trials);
+                    json_open(&j, "keys", '[');
+                    for (int tr = 0; tr < trials; tr++) json_num(&j, NULL, keys[((size_t)li * depths.n + di) * trials + tr]);
+                    json_end(&j, ']');
+                    json_open(&j, "answers", '[');
+                    for (int tr = 0; tr < trials; tr++)
+                        json_str(&j, NULL, said[(((size_t)c * lengths.n + li) * depths.n + di) * trials + tr]);
+                    json_end(&j, ']');
                     json_end(&j, '}');
                 }
         json_end(&j, ']');
@@ -242,7 +258,7 @@ int cmd_needle(int argc, char **argv) {
 out:
     free(intro.ids), free(fill.ids), free(q.ids);
     free(lg);
-    free(hit);
+    free(hit), free(said), free(keys);
     kvs_tokenizer_free(tk);
     kvs_llama_free(m);
     return rc;
