@@ -282,6 +282,24 @@ KVS_API KVS_NODISCARD kvs_status kvs_calib_heat_new(const kvs_calib_heat_desc *d
  * @return KVS_OK, KVS_ERR_ARG, KVS_ERR_FORMAT (a value out of range), KVS_ERR_NOMEM. */
 KVS_API KVS_NODISCARD kvs_status kvs_calib_set_retrieval(kvs_calib *cal, int period, int n_texts, const double *echo,
                                                          const double *induction);
+/* An empty calibration of a model, for sections added below. @return KVS_OK, KVS_ERR_ARG (shapes),
+ * KVS_ERR_NOMEM. */
+KVS_API KVS_NODISCARD kvs_status kvs_calib_create(const char *model, uint64_t model_hash, int n_layers, int n_heads,
+                                                  int n_kv_heads, int head_dim, kvs_calib **out);
+/* StiefAttention's low-rank bases (docs/methods/stiefel.md): PCA of the keys and values, EigenAttention's
+ * ranks, or learned on the decoder-layer output. */
+typedef enum { KVS_BASIS_PCA = 0, KVS_BASIS_LEARNED = 1, KVS_BASIS_EIGEN = 2 } kvs_basis;
+/* One basis set: keys[l] [head_dim][rank_k[l]] (one per layer, shared by its KV heads) and values[l]
+ * [n_kv_heads][head_dim][rank_v[l]], each column-orthonormal (checked to 1e-4), pre-RoPE, in the
+ * GGUF's channel order. Ranks in 1..head_dim. Replaces a set of the same kind.
+ * @return KVS_OK, KVS_ERR_ARG (ranks, shapes), KVS_ERR_NONFINITE, KVS_ERR_FORMAT (not orthonormal),
+ * KVS_ERR_NOMEM. */
+KVS_API KVS_NODISCARD kvs_status kvs_calib_set_bases(kvs_calib *cal, kvs_basis basis, const int *rank_k, const int *rank_v,
+                                                     const float *const *keys, const float *const *values);
+/* Error-rank profiles for the rank allocator: err[2][n_layers][n_ranks], keys then values, the
+ * relative decoder-layer output error with PCA bases truncated to ranks[i] (strictly ascending, in
+ * 1..head_dim). @return KVS_OK, KVS_ERR_ARG, KVS_ERR_NONFINITE (an error NaN, Inf or negative), KVS_ERR_NOMEM. */
+KVS_API KVS_NODISCARD kvs_status kvs_calib_set_profiles(kvs_calib *cal, int n_ranks, const int *ranks, const double *err);
 /* @return KVS_OK, KVS_ERR_ARG, KVS_ERR_IO, KVS_ERR_NOMEM. */
 KVS_API KVS_NODISCARD kvs_status kvs_calib_save(const kvs_calib *cal, const char *path);
 

@@ -109,6 +109,136 @@ static void retrieval_section(const kvs_calib *heat_only) {
     kvs_calib_free(cal);
 }
 
+/* Low-rank bases (LRNK section): orthonormal columns from random ones (modified Gram-Schmidt) */
+static void orthonormal(float *P, int d, int r, uint64_t seed) {
+    rng_t g = {seed};
+    double A[64 * 64];
+    for (int i = 0; i < d * r; i++) A[i] = rng_normal(&g);
+    for (int j = 0; j < r; j++) {
+        for (int k = 0; k < j; k++) {
+            double dot = 0;
+            for (int t = 0; t < d; t++) dot += A[t * r + j] * A[t * r + k];
+            for (int t = 0; t < d; t++) A[t * r + j] -= dot * A[t * r + k];
+        }
+        double nn = 0;
+        for (int t = 0; t < d; t++) nn += A[t * r + j] * A[t * r + j];
+        for (int t = 0; t < d; t++) A[t * r + j] /= sqrt(nn);
+    }
+    for (int i = 0; i < d * r; i++) P[i] = (float)A[i];
+}
+
+/* two layers, two KV heads of 16: key ranks 3/5, value ranks 4/2; PCA and learned sets; profiles */
+static kvs_calib *lowrank_fixture(kvs_calib *into) {
+    static float k0[16 * 3], k1[16 * 5], v0[2 * 16 * 4], v1[2 * 16 * 2], k0b[16 * 3], k1b[16 * 5];
+    orthonormal(k0, 16, 3, 1), orthonormal(k1, 16, 5, 2), orthonormal(k0b, 16, 3, 3), orthonormal(k1b, 16, 5, 4);
+    orthonormal(v0, 16, 4, 5), orthonormal(v0 + 64, 16, 4, 6), orthonormal(v1, 16, 2, 7), orthonormal(v1 + 32, 16, 2, 8);
+    kvs_calib *c = into;
+    if (!c && kvs_calib_create("tiny", 42, 2, 4, 2, 16, &c) != KVS_OK) return NULL;
+    const int rk[2] = {3, 5}, rv[2] = {4, 2}, ranks[3] = {4, 8, 16};
+    const float *keys[2] = {k0, k1}, *keysb[2] = {k0b, k1b}, *vals[2] = {v0, v1};
+    const double err[12] = {0.3, 0.1, 0, 0.4, 0.2, 0, 0.5, 0.25, 0, 0.6, 0.3, 0};
+    if (kvs_calib_set_bases(c, KVS_BASIS_PCA, rk, rv, keys, vals) || kvs_calib_set_bases(c, KVS_BASIS_LEARNED, rk, rv, keysb, vals) ||
+        kvs_calib_set_profiles(c, 3, ranks, err)) {
+        kvs_calib_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static size_t find_tag(const uint8_t *b, size_t n, const char *tag) {
+    for (size_t i = 120; i + 4 <= n; i++)
+        if (!memcmp(b + i, tag, 4)) return i;
+    return 0;
+}
+
+static void lowrank_section(void) {
+    kvs_calib *c = lowrank_fixture(NULL), *back = NULL;
+    CHECK(c != NULL, "low-rank fixture: %s", kvs_last_error());
+    if (!c) return;
+    uint8_t *b = NULL, *b2 = NULL;
+    size_t n = 0, n2 = 0;
+    CHECK_OK(kvs__calib_serialize(c, &b, &n));
+    CHECK_OK(kvs_calib_load_mem(b, n, &back));
+    if (back) {
+        int r = 0;
+        const float *kb = kvs__calib_basis(back, KVS_BASIS_LEARNED, 1, 0, 0, &r), *vb = kvs__calib_basis(back, KVS_BASIS_PCA, 0, 1, 1, &r);
+        CHECK(kb && kb == back->lrnk.set[1].keys + 48 && vb && r == 4 && vb == back->lrnk.set[0].values + 64, "basis lookup");
+        CHECK(!kvs__calib_basis(back, KVS_BASIS_EIGEN, 0, 0, 0, &r), "a missing basis kind is found");
+        CHECK(!back->has_heat && back->lrnk.n_sets == 2 && back->lrnk.n_ranks == 3 && back->lrnk.profile[4] == 0.2, "LRNK round trip");
+        CHECK_OK(kvs__calib_serialize(back, &b2, &n2));
+        CHECK(n2 == n && b2 && !memcmp(b, b2, n), "LRNK round trip changed the bytes");
+        free(b2);
+    }
+    kvs_calib_free(back);
+    /* the setters refuse bad input */
+    float P[16 * 4], Q[2 * 16 * 4];
+    orthonormal(P, 16, 4, 11), orthonormal(Q, 16, 4, 12), orthonormal(Q + 64, 16, 4, 13);
+    const float *kp[2] = {P, P}, *vp[2] = {Q, Q};
+    const int r4[2] = {4, 4}, r0[2] = {4, 0}, r17[2] = {17, 4};
+    CHECK(kvs_calib_set_bases(c, KVS_BASIS_EIGEN, r4, r4, kp, vp) == KVS_OK && c->lrnk.n_sets == 3, "a third basis kind");
+    CHECK(kvs_calib_set_bases(c, KVS_BASIS_EIGEN, r4, r4, kp, vp) == KVS_OK && c->lrnk.n_sets == 3, "a kind set twice is replaced");
+    CHECK(kvs_calib_set_bases(c, KVS_BASIS_EIGEN, r0, r4, kp, vp) == KVS_ERR_ARG, "rank 0 accepted");
+    CHECK(kvs_calib_set_bases(c, KVS_BASIS_EIGEN, r17, r4, kp, vp) == KVS_ERR_ARG, "rank above head_dim accepted");
+    CHECK(kvs_calib_set_bases(c, (kvs_basis)3, r4, r4, kp, vp) == KVS_ERR_ARG, "unknown basis kind accepted");
+    P[5] *= 1.01f;
+    CHECK(kvs_calib_set_bases(c, KVS_BASIS_EIGEN, r4, r4, kp, vp) == KVS_ERR_FORMAT, "a non-orthonormal basis accepted");
+    P[5] = NAN;
+    CHECK(kvs_calib_set_bases(c, KVS_BASIS_EIGEN, r4, r4, kp, vp) == KVS_ERR_NONFINITE, "a NaN basis accepted");
+    const int down[2] = {8, 4}, ok2[2] = {4, 8};
+    const double e4[8] = {0, 0, 0, 0, 0, 0, 0, -1};
+    CHECK(kvs_calib_set_profiles(c, 2, down, e4) == KVS_ERR_ARG, "descending profile ranks accepted");
+    CHECK(kvs_calib_set_profiles(c, 2, ok2, e4) == KVS_ERR_NONFINITE, "a negative profile error accepted");
+    kvs_calib_free(c);
+    /* the loader: one named class per corruption of the section */
+    const size_t at = find_tag(b, n, "LRNK"), p0 = at + 16;
+    CHECK(at > 0, "LRNK section not found");
+    uint8_t *x = malloc(n);
+    if (!at || !x) {
+        free(b), free(x);
+        return;
+    }
+    const size_t prof = p0 + 16 + 16, set0 = prof + 8 * 2 * 2 * 3, set1 = set0 + 24 + 4 * (16 * 8 + 2 * 16 * 6);
+    struct {
+        size_t off;
+        uint32_t v;
+        kvs_calib_error want;
+        const char *what;
+    } cases[] = {
+        {p0, 4, KVS_CALIB_BAD_SHAPE, "four basis sets"},
+        {p0, 0, KVS_CALIB_BAD_SECTION, "sets declared 0: bytes left over"},
+        {p0 + 16, 0, KVS_CALIB_BAD_SHAPE, "profile rank 0"},
+        {p0 + 20, 4, KVS_CALIB_BAD_SHAPE, "profile ranks not ascending"},
+        {prof + 8 * 2 + 4, 0xfff00000u, KVS_CALIB_BAD_VALUE, "profile error -Inf (high word)"},
+        {set0, 7, KVS_CALIB_BAD_SHAPE, "basis kind 7"},
+        {set1, 0, KVS_CALIB_BAD_SECTION, "basis kind given twice"},
+        {set0 + 8, 0, KVS_CALIB_BAD_SHAPE, "key rank 0"},
+        {set0 + 8, 17, KVS_CALIB_BAD_SHAPE, "key rank 17"},
+        {set0 + 8, 2, KVS_CALIB_BAD_VALUE, "key rank 2: the bytes read as [16][2] are not orthonormal"},
+        {set0 + 24 + 4 * 5, 0x3f800000u, KVS_CALIB_BAD_VALUE, "a key basis entry set to 1: not orthonormal"},
+        {at + 8, (uint32_t)(n - 8 - at - 16 - 8), KVS_CALIB_BAD_SECTION, "section 8 bytes short"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        memcpy(x, b, n);
+        put32(x + cases[i].off, cases[i].v);
+        reseal(x, n);
+        expect(x, n, cases[i].want, cases[i].what);
+    }
+    /* with HEAT and RETR in the same file: every section survives */
+    kvs_calib *h = fixture_calib(2, 4, 2, 16, 8, 0, 0, 16, 2, 7);
+    double echo[8], ind[8];
+    fill_retr(4, echo, ind, 3);
+    CHECK(h && kvs_calib_set_retrieval(h, 32, 1, echo, ind) == KVS_OK && lowrank_fixture(h) == h, "HEAT + RETR + LRNK fixture");
+    free(b), b = NULL;
+    if (h) {
+        CHECK_OK(kvs__calib_serialize(h, &b, &n));
+        CHECK_OK(kvs_calib_load_mem(b, n, &back));
+        CHECK(back && back->has_heat && back->has_retr && back->lrnk.n_sets == 2, "three sections round trip");
+        kvs_calib_free(back);
+        kvs_calib_free(h);
+    }
+    free(b), free(x);
+}
+
 /* test_calib --seeds DIR: write the fuzz corpus seeds (small valid files) */
 static int write_seeds(const char *dir) {
     const int shapes[3][9] = {{1, 1, 1, 16, 8, 0, 0, 16, 2}, {2, 2, 1, 64, 32, 4, 32, 200, 3}, {1, 6, 3, 64, 64, 4, 64, 512, 4}};
@@ -126,6 +256,11 @@ static int write_seeds(const char *dir) {
         if (kvs__calib_save(c, path) != KVS_OK) return 1;
         kvs_calib_free(c);
     }
+    kvs_calib *lr = lowrank_fixture(NULL); /* low-rank bases and profiles alone */
+    char path[1024];
+    snprintf(path, sizeof path, "%s/seed3.kvcal", dir);
+    if (!lr || kvs__calib_save(lr, path) != KVS_OK) return 1;
+    kvs_calib_free(lr);
     return 0;
 }
 
@@ -258,6 +393,7 @@ int main(int argc, char **argv) {
     free(x);
     free(b);
     retrieval_section(cal);
+    lowrank_section();
     kvs_calib_free(cal);
     return test_done("test_calib");
 }

@@ -84,6 +84,9 @@ expect 0 "--tokens N,N" bench attention --help
 expect 0 "--threads N" bench bandwidth --help
 expect 0 "usage: kvslim version" version --help
 expect 0 "usage: kvslim calibrate heatkv" calibrate heatkv --help
+expect 0 "usage: kvslim calibrate stiefel" calibrate stiefel --help
+expect 2 "--seq-len: 4 is out of range" calibrate stiefel --seq-len 4
+expect 2 "--rank: 0 is out of range" calibrate stiefel --rank 0
 expect 0 "usage: kvslim ppl" help ppl
 expect 0 "usage: kvslim bench attention" help bench attention
 expect 0 "2 usage error" --help
@@ -95,6 +98,19 @@ expect 0 "^kvslim [0-9]+\.[0-9]+\.[0-9]+" version
 if [ -f "$model" ]; then
     expect 2 "trained for 8192 tokens" ppl --ctx 16384
     expect 2 "trained for 8192 tokens" sweep --ctx 8192
+    expect 2 "--rank 65 is larger than the head dimension 64" calibrate stiefel --rank 65
+    expect 2 "--out needs every layer" calibrate stiefel --layers 2 --out x.kvcal
+    expect 2 "--profile-ranks: 8 is not ascending" calibrate stiefel --profile-ranks 16,8
+    # the whole calibration path on every layer, two sequences of 8 tokens: inputs, PCA, descent,
+    # report, calibration file (a longer timeout than expect's: sanitizer builds run it too)
+    tmp=$(mktemp -d)
+    out=$(timeout 300 "$bin" calibrate stiefel --seqs 1 --heldout 1 --seq-len 8 --steps 1 --rank 8 --profile-ranks 4,8 \
+        --report "$tmp/st" --out "$tmp/st.kvcal" 2>&1)
+    if [ $? -eq 0 ] && grep -qE "learned below PCA on held-out tokens: keys [0-9]+ of 30 layers" <<<"$out" &&
+        grep -q '"kind":"values"' "$tmp/st.json" && grep -q '<svg' "$tmp/st.svg"; then pass=$((pass + 1)); else
+        fail=$((fail + 1)); printf 'FAIL: calibrate stiefel:\n%s\n' "$out"; fi
+    expect 0 "30 layers" info "fp32,calib=$tmp/st.kvcal" # the file loads
+    rm -rf "$tmp"
 else
     echo "test_cli: $model absent, skipping the trained-context cases"
 fi

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../common/status.h"
+#include "bytes.h"
 
 static const char MAGIC[8] = {'K', 'V', 'S', 'C', 'A', 'L', 'I', 'B'};
 enum { HEADER = 120, SECTION_HEAD = 16, HEAT_HEAD = 32, RETR_HEAD = 8 };
@@ -34,6 +35,7 @@ void kvs_calib_free(kvs_calib *cal) {
     heat_free(&cal->heat);
     free(cal->retr.echo);
     free(cal->retr.induction);
+    kvs__lrnk_free(&cal->lrnk);
     free(cal);
 }
 
@@ -85,6 +87,21 @@ kvs_status kvs__calib_new(int n_layers, int n_heads, int n_kv_heads, int head_di
         free(c);
         return s;
     }
+    *out = c;
+    return KVS_OK;
+}
+
+kvs_status kvs_calib_create(const char *model, uint64_t model_hash, int n_layers, int n_heads, int n_kv_heads, int head_dim,
+                            kvs_calib **out) {
+    if (!out) return kvs_report(KVS_ERR_ARG, "calib: NULL argument");
+    *out = NULL;
+    if (!shapes_ok(n_layers, n_heads, n_kv_heads, head_dim))
+        return kvs_report(KVS_ERR_ARG, "calib: bad shapes (layers %d, heads %d/%d, dim %d)", n_layers, n_heads, n_kv_heads, head_dim);
+    kvs_calib *c = calloc(1, sizeof *c);
+    if (!c) return kvs_report(KVS_ERR_NOMEM, "calib: out of memory");
+    c->n_layers = n_layers, c->n_heads = n_heads, c->n_kv_heads = n_kv_heads, c->head_dim = head_dim;
+    if (model) strncpy(c->model, model, sizeof c->model - 1);
+    c->model_hash = model_hash;
     *out = c;
     return KVS_OK;
 }
@@ -150,34 +167,6 @@ void kvs__calib_derive(kvs_calib *c) {
 
 /* ---- bytes --------------------------------------------------------------------------------- */
 
-static void put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-static void putf64(uint8_t *p, double x) {
-    uint64_t v;
-    memcpy(&v, &x, 8);
-    put64(p, v);
-}
-static double getf64(const uint8_t *p) {
-    const uint64_t v = get64(p);
-    double x;
-    memcpy(&x, &v, 8);
-    return x;
-}
-
 /* HEAT payload: header, mass, nq, scas, far, order, horder (each array padded to 8 bytes). */
 static size_t heat_payload(int L, int H, int nb) {
     const size_t U = (size_t)L * H, n = (size_t)nb;
@@ -194,7 +183,9 @@ kvs_status kvs__calib_serialize(const kvs_calib *c, uint8_t **data, size_t *size
     const int L = c->n_layers, H = c->n_kv_heads, nb = h->n_blocks;
     const size_t U = (size_t)L * H, n = (size_t)nb;
     const size_t pay = c->has_heat ? heat_payload(L, H, nb) : 0, rpay = c->has_retr ? retr_payload(L, H) : 0;
-    const size_t total = HEADER + (c->has_heat ? SECTION_HEAD + pay : 0) + (c->has_retr ? SECTION_HEAD + rpay : 0) + 8;
+    const size_t lpay = kvs__lrnk_payload(c);
+    const size_t total = HEADER + (c->has_heat ? SECTION_HEAD + pay : 0) + (c->has_retr ? SECTION_HEAD + rpay : 0) +
+                         (lpay ? SECTION_HEAD + lpay : 0) + 8;
     uint8_t *b = calloc(1, total);
     if (!b) return kvs_report(KVS_ERR_NOMEM, "calib: out of memory");
     memcpy(b, MAGIC, 8);
@@ -204,7 +195,7 @@ kvs_status kvs__calib_serialize(const kvs_calib *c, uint8_t **data, size_t *size
     put32(b + 36, (uint32_t)c->head_dim);
     memcpy(b + 40, c->model, strnlen(c->model, 63));
     put64(b + 104, c->model_hash);
-    put32(b + 112, (uint32_t)(!!c->has_heat + !!c->has_retr));
+    put32(b + 112, (uint32_t)(!!c->has_heat + !!c->has_retr + !!lpay));
     if (c->has_heat) {
         uint8_t *p = b + HEADER;
         memcpy(p, "HEAT", 4);
@@ -231,6 +222,12 @@ kvs_status kvs__calib_serialize(const kvs_calib *c, uint8_t **data, size_t *size
         p += RETR_HEAD;
         for (size_t i = 0; i < 2 * U; i++, p += 8) putf64(p, c->retr.echo[i]);
         for (size_t i = 0; i < 2 * U; i++, p += 8) putf64(p, c->retr.induction[i]);
+    }
+    if (lpay) {
+        uint8_t *p = b + total - 8 - lpay - SECTION_HEAD;
+        memcpy(p, "LRNK", 4);
+        put64(p + 8, lpay);
+        kvs__lrnk_write(c, p + SECTION_HEAD);
     }
     put64(b + total - 8, fnv1a(b, total - 8));
     *data = b;
@@ -370,7 +367,7 @@ kvs_status kvs__calib_parse(const uint8_t *b, size_t size, kvs_calib **out, kvs_
     c->model[63] = 0;
     c->model_hash = get64(b + 104);
     const uint32_t nsec = get32(b + 112);
-    const uint8_t *heat_at = NULL, *retr_at = NULL; /* the known sections (headers included) in the input */
+    const uint8_t *heat_at = NULL, *retr_at = NULL, *lrnk_at = NULL; /* the known sections (headers included) in the input */
     size_t off = HEADER;
     const size_t end = size - 8;
     for (uint32_t k = 0; k < nsec; k++) {
@@ -389,6 +386,15 @@ kvs_status kvs__calib_parse(const uint8_t *b, size_t size, kvs_calib **out, kvs_
                 return rs;
             }
             retr_at = sh;
+            continue;
+        }
+        if (!memcmp(sh, "LRNK", 4)) {
+            kvs_status ls = kvs__lrnk_parse(c, p, pay, err);
+            if (ls) {
+                kvs_calib_free(c);
+                return ls;
+            }
+            lrnk_at = sh;
             continue;
         }
         if (memcmp(sh, "HEAT", 4) != 0) continue; /* a later method's section: not ours to read */
@@ -462,7 +468,9 @@ kvs_status kvs__calib_parse(const uint8_t *b, size_t size, kvs_calib **out, kvs_
     int canon = !memcmp(w, b, 16) && !memcmp(w + 24, b + 24, 112 - 24) && !memcmp(w + 116, b + 116, 4);
     const size_t heat_len = c->has_heat ? SECTION_HEAD + heat_payload(c->n_layers, c->n_kv_heads, c->heat.n_blocks) : 0;
     if (canon && heat_at) canon = !memcmp(w + HEADER, heat_at, heat_len);
-    if (canon && retr_at) canon = !memcmp(w + HEADER + heat_len, retr_at, SECTION_HEAD + retr_payload(c->n_layers, c->n_kv_heads));
+    const size_t retr_len = c->has_retr ? SECTION_HEAD + retr_payload(c->n_layers, c->n_kv_heads) : 0;
+    if (canon && retr_at) canon = !memcmp(w + HEADER + heat_len, retr_at, retr_len);
+    if (canon && lrnk_at) canon = !memcmp(w + HEADER + heat_len + retr_len, lrnk_at, SECTION_HEAD + kvs__lrnk_payload(c));
     free(w);
     if (!canon) FAIL(KVS_CALIB_BAD_SECTION, KVS_ERR_FORMAT, "calib: reserved bytes or padding not zero (not a file this format writes)");
     *out = c;

@@ -48,6 +48,24 @@ typedef struct {
     double *echo, *induction; /* [2][L][H] */
 } kvs_calib_retr;
 
+/* StiefAttention's low-rank bases (section LRNK, lowrank.c): per basis kind (kvs_basis) one set of
+ * per-layer bases, and the error-rank profiles that the rank allocator reads. */
+enum { KVS_CALIB_MAX_SETS = 3, KVS_CALIB_MAX_RANKS = 1024 };
+typedef struct {
+    int basis;            /* kvs_basis */
+    int *rank_k, *rank_v; /* [L] */
+    size_t *koff, *voff;  /* [L + 1]: layer l's keys at keys + koff[l], values at values + voff[l] */
+    float *keys;          /* per layer: [d][rank_k]; one basis shared by the layer's KV heads */
+    float *values;        /* per layer: [H][d][rank_v]; one basis per KV head */
+} kvs_calib_bases;
+typedef struct {
+    int n_sets;
+    kvs_calib_bases set[KVS_CALIB_MAX_SETS];
+    int n_ranks;          /* 0: no profiles */
+    int *ranks;           /* [n_ranks], strictly ascending in 1..d */
+    double *profile;      /* [2: keys, values][L][n_ranks]: relative layer-output error, PCA bases at that rank */
+} kvs_calib_lowrank;
+
 struct kvs_calib {
     int n_layers, n_heads, n_kv_heads, head_dim;
     char model[64];
@@ -55,7 +73,17 @@ struct kvs_calib {
     int has_heat, has_retr;
     kvs_calib_heat heat;
     kvs_calib_retr retr;
+    kvs_calib_lowrank lrnk; /* present when lrnk.n_sets or lrnk.n_ranks */
 };
+
+/* LRNK section (lowrank.c): payload bytes (0 when absent), writer, parser, free. */
+size_t kvs__lrnk_payload(const kvs_calib *c);
+void kvs__lrnk_write(const kvs_calib *c, uint8_t *p);
+kvs_status kvs__lrnk_parse(kvs_calib *c, const uint8_t *p, uint64_t pay, kvs_calib_error *err);
+void kvs__lrnk_free(kvs_calib_lowrank *lr);
+/* Layer `layer`'s basis of `basis` for keys (kind 0: [d][*rank]) or KV head `head`'s values (kind 1);
+ * NULL when the file has no such set. */
+const float *kvs__calib_basis(const kvs_calib *c, int basis, int layer, int kind, int head, int *rank);
 
 /* An empty calibration for these shapes (heat arrays allocated, zero, for nb blocks). */
 kvs_status kvs__calib_new(int n_layers, int n_heads, int n_kv_heads, int head_dim, int block, int sinks, int window,

@@ -23,7 +23,24 @@ struct kvs_llama {
     int batch_invariant; /* see kvs_llama_set_batch_invariant */
     kvs_llama_observer observe;
     void *observe_user;
+    kvs_llama_input_observer observe_input;
+    void *observe_input_user;
 };
+
+void kvs_llama_set_input_observer(kvs_llama *m, kvs_llama_input_observer fn, void *user) {
+    if (!m) return;
+    m->observe_input = fn;
+    m->observe_input_user = user;
+}
+
+kvs_status kvs_llama_layer(const kvs_llama *m, int layer, kvs_llama_layer_weights *out) {
+    if (!m || !out || layer < 0 || layer >= m->hp.n_layer)
+        return kvs_report(KVS_ERR_ARG, "model: layer %d outside 0..%d", layer, m ? m->hp.n_layer - 1 : -1);
+    const layer_w *w = &m->layers[layer];
+    const kvs_llama_layer_weights v = {w->attn_norm, w->wq, w->wk, w->wv, w->wo, w->ffn_norm, w->w_gate, w->w_up, w->w_down};
+    *out = v;
+    return KVS_OK;
+}
 
 void kvs_llama_set_observer(kvs_llama *m, kvs_llama_observer fn, void *user) {
     if (!m) return;
@@ -287,6 +304,7 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
     rope_table(cs, n, hd, pos0, hp->rope_base);
     for (int l = 0; l < hp->n_layer; l++) {
         const layer_w *w = &m->layers[l];
+        if (m->observe_input) m->observe_input(m->observe_input_user, l, n, pos0, x);
         rmsnorm(x, w->attn_norm, h, n, D, hp->rms_eps);
         matmul(m, h, w->wq, q, n, D, D);
         matmul(m, h, w->wk, k, n, D, (int)KVD);

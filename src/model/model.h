@@ -125,6 +125,17 @@ void kvs_llama_set_batch_invariant(kvs_llama *m, int on);
  * chunk, before its attention (calibration watches the uncompressed model through this). */
 typedef void (*kvs_llama_observer)(void *user, int layer, int n, int pos0, const float *q, const float *k);
 void kvs_llama_set_observer(kvs_llama *m, kvs_llama_observer fn, void *user);
+/* Sees every layer's input, the residual stream x [n][n_embd] before its attention norm
+ * (StiefAttention's calibration fits each layer on the uncompressed model's inputs). */
+typedef void (*kvs_llama_input_observer)(void *user, int layer, int n, int pos0, const float *x);
+void kvs_llama_set_input_observer(kvs_llama *m, kvs_llama_input_observer fn, void *user);
+/* One layer's weights as loaded (fp32, [out][in]: y = x W^T; wq and wk in the GGUF's row order,
+ * RoPE on adjacent pairs). Read-only views owned by the model. */
+typedef struct {
+    const float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+} kvs_llama_layer_weights;
+/* @return KVS_OK or KVS_ERR_ARG (layer out of range). */
+KVS_NODISCARD kvs_status kvs_llama_layer(const kvs_llama *m, int layer, kvs_llama_layer_weights *out);
 /* FNV-1a 64 over the bytes of every tensor of the GGUF, in file order: the model identity that
  * calibration files carry and are checked against. */
 uint64_t kvs_llama_identity(const kvs_llama *m);

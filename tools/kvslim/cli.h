@@ -47,5 +47,6 @@ int cmd_ppl(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
+int cmd_calibrate_stiefel(int argc, char **argv);
 int cmd_needle(int argc, char **argv);
 #endif

@@ -60,6 +60,7 @@ static const command k_commands[] = {
     {"info", "canonical form, bytes and bits per element of a cache config", cmd_info},
     {"needle", "pass-key retrieval at several lengths and depths through cache configs", cmd_needle},
     {"calibrate heatkv", "measure per-head attention statistics for heatkv= budgets (a calibration file)", cmd_calibrate},
+    {"calibrate stiefel", "fit StiefAttention's low-rank K/V bases per layer, learned vs PCA on held-out text", cmd_calibrate_stiefel},
     {"bench attention", "decode attention speed per cache config and length, against the roofline",
      bench_attention_main},
     {"bench bandwidth", "streaming read bandwidth of this machine", bench_bandwidth_main},
@@ -99,7 +100,7 @@ static int dispatch(int argc, char **argv) {
     const int words = !strcmp(argv[1], "bench") || !strcmp(argv[1], "calibrate") ? 2 : 1;
     if (argc < 1 + words)
         return cli_usage_error(words == 2 && argv[1][0] == 'b' ? "bench: missing benchmark name (attention or bandwidth)"
-                                                                : "calibrate: missing method name (heatkv)");
+                                                                : "calibrate: missing method name (heatkv, stiefel)");
     if (words == 2 && is_help(argv[2])) {
         print_commands();
         return CLI_EXIT_OK;

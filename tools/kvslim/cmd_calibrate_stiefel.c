@@ -1,0 +1,399 @@
+/* kvslim calibrate stiefel: StiefAttention's bases for every layer (docs/methods/stiefel.md). The
+ * uncompressed model reads calibration sequences; each layer's inputs are kept; per layer the PCA
+ * bases (keys: one per layer, values: one per KV head) start a Stiefel descent on the decoder-layer
+ * output error (src/lowrank), and both are scored on held-out sequences: relative output error and
+ * token cosine, per layer, as a table, JSON and SVG. The text comes from the book's second half,
+ * after the slices that HeatKV's calibration and selection read, so it overlaps neither them nor
+ * the scored chunks. Storing the bases in the calibration container comes with the low-rank cache. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "cli.h"
+#include "json.h"
+#include "lowrank/layer_fit.h"
+#include "lowrank/pca.h"
+#include "lowrank/stiefel.h"
+
+typedef struct {
+    int L, D, T, seqs, seq; /* seq: the sequence being read */
+    float *X;               /* [L][seqs][T][D] */
+} inputs;
+
+static void keep_input(void *user, int layer, int n, int pos0, const float *x) {
+    inputs *in = user;
+    if (pos0 + n > in->T) return;
+    memcpy(in->X + (((size_t)layer * in->seqs + in->seq) * in->T + pos0) * in->D, x, sizeof(float) * n * in->D);
+}
+
+typedef struct {
+    kvs_lr_fit *fit;
+    int which, r;
+} objective;
+
+static double layer_f(void *u, const double *P, double *G) {
+    objective *o = u;
+    return kvs_lr_fit_objective(o->fit, o->which, P, o->r, G);
+}
+
+enum { MAX_PROFILE = 64 };
+
+/* per layer and kind: held-out relative error and cosine of PCA and of learned at the fitted rank,
+ * training f, the held-out error of PCA at each profile rank, and the bases ([m][d][d] PCA, whole,
+ * so any rank is a prefix; [m][d][r] learned; m = 1 for keys, KV heads for values) */
+typedef struct {
+    double err[2], cos[2], f_train[2], prof[MAX_PROFILE];
+    int steps, eigen_rank; /* EigenAttention's rule on the eigenvalues (values: the largest over heads) */
+    float *pca, *learned;
+} result;
+
+/* the first q columns of each block of P [m][d][d] into Q [m][d][q] */
+static void truncate_basis(const double *P, double *Q, int m, int d, int q) {
+    for (int b = 0; b < m; b++)
+        for (int t = 0; t < d; t++)
+            for (int j = 0; j < q; j++) Q[((size_t)b * d + t) * q + j] = P[((size_t)b * d + t) * d + j];
+}
+
+static double *to_double(const float *w, size_t n) {
+    double *d = malloc(sizeof(double) * n);
+    if (d)
+        for (size_t i = 0; i < n; i++) d[i] = w[i];
+    return d;
+}
+
+/* PCA then descent for one kind (keys: one basis from every KV head's rows; values: one per head);
+ * both bases scored on the held-out sequences, PCA also at every profile rank */
+static kvs_status fit_kind(kvs_lr_fit *train, kvs_lr_fit *held, int which, int Hkv, int d, int r, int steps, const int *pr,
+                           int n_pr, double tau, result *res) {
+    const int m = which == KVS_LR_KEYS ? 1 : Hkv, N = kvs_lr_fit_tokens(train);
+    double *Pf = malloc(sizeof(double) * m * d * d), *P = malloc(sizeof(double) * m * d * d);
+    double *C = malloc(sizeof(double) * d * d), *eig = malloc(sizeof(double) * d);
+    kvs_status s = KVS_OK;
+    if (!Pf || !P || !C || !eig) {
+        s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory");
+        goto done;
+    }
+    const double *X = kvs_lr_fit_kv(train, which);
+    for (int b = 0; b < m && !s; b++) {
+        memset(C, 0, sizeof(double) * d * d);
+        for (int h = 0; h < Hkv && !s; h++)
+            if (which == KVS_LR_KEYS || h == b) s = kvs_lr_gram_add(C, X + (size_t)h * d, N, d, Hkv * d);
+        if (!s) s = kvs_lr_pca(C, d, d, Pf + (size_t)b * d * d, eig);
+        const int er = s ? 0 : kvs_lr_eigen_rank(eig, d, tau);
+        res->eigen_rank = b == 0 || er > res->eigen_rank ? er : res->eigen_rank;
+    }
+    if (s) goto done;
+    for (int i = 0; i < n_pr; i++) { /* the error-rank profile: PCA prefixes, held out */
+        truncate_basis(Pf, P, m, d, pr[i]);
+        objective oh = {held, which, pr[i]};
+        res->prof[i] = sqrt(layer_f(&oh, P, NULL));
+    }
+    truncate_basis(Pf, P, m, d, r);
+    objective ot = {train, which, r}, oh = {held, which, r};
+    res->f_train[0] = layer_f(&ot, P, NULL);
+    res->err[0] = sqrt(layer_f(&oh, P, NULL));
+    res->cos[0] = kvs_lr_fit_cosine(held);
+    kvs_lr_descent_opts o = kvs_lr_descent_defaults();
+    o.max_steps = steps;
+    kvs_lr_descent_report rep;
+    if ((s = kvs_lr_descend(layer_f, &ot, P, m, d, r, &o, &rep))) goto done;
+    res->f_train[1] = rep.f, res->steps = rep.steps;
+    res->err[1] = sqrt(layer_f(&oh, P, NULL));
+    res->cos[1] = kvs_lr_fit_cosine(held);
+    double sum = res->err[0] + res->err[1] + res->f_train[0];
+    for (int i = 0; i < n_pr; i++) sum += res->prof[i];
+    if (!isfinite(sum)) {
+        s = kvs_report(KVS_ERR_NONFINITE, "calibrate stiefel: a layer error is not finite");
+        goto done;
+    }
+    for (size_t i = 0; i < (size_t)m * d * d; i++) res->pca[i] = (float)Pf[i];
+    for (size_t i = 0; i < (size_t)m * d * r; i++) res->learned[i] = (float)P[i];
+done:
+    free(Pf), free(P), free(C), free(eig);
+    return s;
+}
+
+/* one layer: its weights in double, the training and held-out problems, keys and values */
+static kvs_status fit_layer(const kvs_llama *m, int l, const float *X, int seqs, int held, int T, int r, int steps,
+                            const int *pr, int n_pr, double tau, result res[2]) {
+    const kvs_llama_hparams *hp = kvs_llama_params(m);
+    const int D = hp->n_embd, d = hp->head_dim, Hq = hp->n_head, Hkv = hp->n_head_kv, F = hp->n_ff;
+    kvs_llama_layer_weights lw;
+    kvs_status s = kvs_llama_layer(m, l, &lw);
+    if (s) return s;
+    const size_t ns[9] = {D, (size_t)Hq * d * D, (size_t)Hkv * d * D, (size_t)Hkv * d * D, (size_t)D * Hq * d, D,
+                          (size_t)F * D, (size_t)F * D, (size_t)D * F};
+    const float *src[9] = {lw.attn_norm, lw.wq, lw.wk, lw.wv, lw.wo, lw.ffn_norm, lw.w_gate, lw.w_up, lw.w_down};
+    double *w[9] = {0}, *Xd = to_double(X, (size_t)(seqs + held) * T * D);
+    kvs_lr_fit *tr[2] = {NULL, NULL}, *ho[2] = {NULL, NULL}; /* per kind: a fit is one thread's work space */
+    int ok = Xd != NULL;
+    for (int i = 0; i < 9; i++) ok &= (w[i] = to_double(src[i], ns[i])) != NULL;
+    if (!ok) {
+        s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory for layer %d", l);
+        goto done;
+    }
+    const kvs_lr_layer L = {D, Hq, Hkv, d, F, hp->rms_eps, hp->rope_base, w[0], w[5], w[1], w[2], w[3], w[4], w[6], w[7], w[8]};
+    for (int k = 0; k < 2; k++)
+        if ((s = kvs_lr_fit_new(&L, Xd, seqs, T, &tr[k])) || (s = kvs_lr_fit_new(&L, Xd + (size_t)seqs * T * D, held, T, &ho[k])))
+            goto done;
+    kvs_status ks[2];
+    /* keys and values are independent problems: one per core (OpenBLAS itself runs one thread) */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(2) schedule(static)
+#endif
+    for (int which = 0; which < 2; which++) ks[which] = fit_kind(tr[which], ho[which], which, Hkv, d, r, steps, pr, n_pr, tau, &res[which]);
+    s = ks[0] ? ks[0] : ks[1];
+done:
+    for (int k = 0; k < 2; k++) kvs_lr_fit_free(tr[k]), kvs_lr_fit_free(ho[k]);
+    for (int i = 0; i < 9; i++) free(w[i]);
+    free(Xd);
+    return s;
+}
+
+static void write_svg(const char *path, const result *res, int L, int r) {
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    const int W = 720, H = 300, x0 = 60, y0 = 40, pw = W - x0 - 20, ph = H - y0 - 50;
+    double top = 0;
+    for (int i = 0; i < 2 * L; i++) top = res[i].err[0] > top ? res[i].err[0] : top;
+    top = top > 0 ? top * 1.1 : 1;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n", W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%d\" y=\"20\" font-size=\"14\">Held-out relative "
+               "decoder-layer output error at rank %d of 64, per layer</text>\n", x0, r);
+    const char *col[2][2] = {{"#9ecae1", "#08519c"}, {"#fdae6b", "#a63603"}}; /* [keys, values][PCA, learned] */
+    const char *name[2][2] = {{"keys PCA", "keys learned"}, {"values PCA", "values learned"}};
+    for (int k = 0; k < 2; k++)
+        for (int b = 0; b < 2; b++) {
+            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", col[k][b]);
+            for (int l = 0; l < L; l++)
+                fprintf(f, "%.1f,%.1f ", x0 + (L > 1 ? (double)l / (L - 1) : 0) * pw, y0 + ph * (1 - res[2 * l + k].err[b] / top));
+            fprintf(f, "\"/>\n<text x=\"%d\" y=\"%d\" fill=\"%s\">%s</text>\n", x0 + 10 + (2 * k + b) * 130, H - 12, col[k][b], name[k][b]);
+        }
+    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", x0, y0 + ph, x0 + pw, y0 + ph);
+    fprintf(f, "<text x=\"%d\" y=\"%d\">layer 0</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\">layer %d</text>\n", x0, y0 + ph + 14,
+            x0 + pw, y0 + ph + 14, L - 1);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3f</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\">0</text>\n", x0 - 4,
+            y0 + 4, top, x0 - 4, y0 + ph);
+    fprintf(f, "</svg>\n");
+    fclose(f);
+}
+
+/* EigenAttention's set: the PCA bases truncated to the rule's ranks */
+static kvs_status save_eigen(kvs_calib *cal, const result *res, int L, int d, int Hkv) {
+    int *rk = malloc(sizeof(int) * L), *rv = malloc(sizeof(int) * L);
+    float *buf = malloc(sizeof(float) * (size_t)L * (1 + Hkv) * d * d);
+    const float **kp = malloc(sizeof(float *) * L), **vp = malloc(sizeof(float *) * L);
+    kvs_status s = KVS_OK;
+    if (!rk || !rv || !buf || !kp || !vp) s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory");
+    float *at = buf;
+    for (int l = 0; !s && l < L; l++)
+        for (int k = 0; k < 2; k++) {
+            const int m = k ? Hkv : 1, q = res[2 * l + k].eigen_rank;
+            (k ? rv : rk)[l] = q;
+            (k ? vp : kp)[l] = at;
+            for (int b = 0; b < m; b++)
+                for (int t = 0; t < d; t++)
+                    for (int j = 0; j < q; j++) *at++ = res[2 * l + k].pca[((size_t)b * d + t) * d + j];
+        }
+    if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_EIGEN, rk, rv, kp, vp);
+    free(rk), free(rv), free(buf), free(kp), free(vp);
+    return s;
+}
+
+/* the calibration file: PCA bases whole (rank d: any rank is a prefix), learned at the fitted
+ * rank, and the error-rank profiles */
+static kvs_status save_calib(const kvs_llama *m, const char *path, const result *res, int L, int r, const cli_ints *pr,
+                             const char *out) {
+    const kvs_llama_hparams *hp = kvs_llama_params(m);
+    char name[128];
+    cli_model_name(m, path, name, sizeof name);
+    kvs_calib *cal = NULL;
+    int *rd = malloc(sizeof(int) * L), *rr = malloc(sizeof(int) * L);
+    const float **kp = malloc(sizeof(float *) * L), **vp = malloc(sizeof(float *) * L);
+    const float **kl = malloc(sizeof(float *) * L), **vl = malloc(sizeof(float *) * L);
+    double *err = malloc(sizeof(double) * 2 * L * pr->n);
+    kvs_status s = KVS_OK;
+    if (!rd || !rr || !kp || !vp || !kl || !vl || !err) s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory");
+    for (int l = 0; !s && l < L; l++) {
+        rd[l] = hp->head_dim, rr[l] = r;
+        kp[l] = res[2 * l].pca, vp[l] = res[2 * l + 1].pca, kl[l] = res[2 * l].learned, vl[l] = res[2 * l + 1].learned;
+        for (int k = 0; k < 2; k++)
+            for (int i = 0; i < pr->n; i++) err[((size_t)k * L + l) * pr->n + i] = res[2 * l + k].prof[i];
+    }
+    if (!s) s = kvs_calib_create(name, kvs_llama_identity(m), L, hp->n_head, hp->n_head_kv, hp->head_dim, &cal);
+    if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_PCA, rd, rd, kp, vp);
+    if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_LEARNED, rr, rr, kl, vl);
+    if (!s) s = save_eigen(cal, res, L, hp->head_dim, hp->n_head_kv);
+    if (!s) s = kvs_calib_set_profiles(cal, pr->n, pr->v, err);
+    if (!s) s = kvs_calib_save(cal, out);
+    if (!s) fprintf(stderr, "wrote %s: PCA bases (whole), learned bases at rank %d, EigenAttention ranks, profiles at %d ranks\n", out, r, pr->n);
+    kvs_calib_free(cal);
+    free(rd), free(rr), free(kp), free(vp), free(kl), free(vl), free(err);
+    return s;
+}
+
+int cmd_calibrate_stiefel(int argc, char **argv) {
+    const char *model = CLI_DEFAULT_MODEL, *text = CLI_DEFAULT_TEXT, *report = "stiefel", *out = NULL;
+    int seqs = 4, held = 2, T = 256, rank = 32, steps = 20, layers = 0, start = -1;
+    double tau = 0.9;
+    cli_ints pr = {7, {8, 16, 24, 32, 40, 48, 56}};
+    const cli_opt opts[] = {
+        {"--model", "FILE", OPT_STR, &model, 0, 0, "GGUF model, Llama architecture"},
+        {"--text", "FILE", OPT_STR, &text, 0, 0, "UTF-8 calibration text"},
+        {"--start", "TOKEN", OPT_INT, &start, -1, 1 << 30, "first token used; -1 = 16384 tokens after the middle"},
+        {"--seqs", "K", OPT_INT, &seqs, 1, 4096, "training sequences"},
+        {"--heldout", "K", OPT_INT, &held, 1, 4096, "held-out sequences after them (scored, not fitted)"},
+        {"--seq-len", "T", OPT_INT, &T, 8, 8192, "tokens per sequence"},
+        {"--rank", "R", OPT_INT, &rank, 1, 1024, "rank of the key and value bases (of head_dim)"},
+        {"--steps", "N", OPT_INT, &steps, 0, 100000, "Stiefel descent steps per basis at most"},
+        {"--layers", "N", OPT_INT, &layers, 0, 1 << 16, "fit the first N layers only (0 = all)"},
+        {"--eigen-tau", "T", OPT_NUM, &tau, 0.01, 1.0, "EigenAttention's threshold on the singular-value share (its ranks)"},
+        {"--profile-ranks", "R,R", OPT_INTS, &pr, 1, 1024, "ranks of the error-rank profiles (PCA, held out), ascending"},
+        {"--report", "PREFIX", OPT_STR, &report, 0, 0, "writes PREFIX.json and PREFIX.svg"},
+        {"--out", "FILE", OPT_STR, &out, 0, 0, "calibration file to write: PCA bases (whole), learned bases, profiles"},
+    };
+    const cli_cmd cmd = {"calibrate stiefel",
+                         "StiefAttention bases per layer: PCA of the pre-RoPE keys (one basis per layer) and values (one\n"
+                         "per KV head) on --seqs sequences of the uncompressed model, then a Stiefel descent on the\n"
+                         "decoder-layer output error from that start; both scored on --heldout sequences (relative\n"
+                         "output error, token cosine), per layer as a table, JSON and SVG; --out stores the bases and\n"
+                         "the error-rank profiles in a calibration file (docs/calibration.md, section LRNK), with\n"
+                         "EigenAttention's bases: PCA truncated where the singular-value share reaches --eigen-tau.",
+                         NULL, NULL, 0, opts, CLI_COUNT(opts)};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_RUN) return rc;
+    kvs_llama *m;
+    kvs_tokenizer *tk;
+    if (cli_load(model, &m, &tk)) return CLI_EXIT_RUNTIME;
+    const kvs_llama_hparams *hp = kvs_llama_params(m);
+    const int L = layers > 0 && layers < hp->n_layer ? layers : hp->n_layer, S = seqs + held, D = hp->n_embd;
+    rc = CLI_EXIT_RUNTIME;
+    size_t len;
+    char *buf = NULL;
+    int32_t *ids = NULL;
+    int n = 0;
+    kvs_cache *cache = NULL;
+    result *res = NULL;
+    float *bases = NULL;
+    inputs in = {hp->n_layer, D, T, S, 0, NULL};
+    if (rank > hp->head_dim) {
+        rc = cli_usage_error("--rank %d is larger than the head dimension %d", rank, hp->head_dim);
+        goto out;
+    }
+    for (int i = 0; i < pr.n; i++)
+        if (pr.v[i] > hp->head_dim || (i && pr.v[i] <= pr.v[i - 1]) || i >= MAX_PROFILE) {
+            rc = cli_usage_error("--profile-ranks: %d is not ascending in 1..%d", pr.v[i], hp->head_dim);
+            goto out;
+        }
+    if (out && L != hp->n_layer) {
+        rc = cli_usage_error("--out needs every layer (drop --layers)");
+        goto out;
+    }
+    if (!(buf = cli_read_file(text, &len)) || kvs_tokenize(tk, buf, len, &ids, &n) != KVS_OK) {
+        fprintf(stderr, "kvslim calibrate stiefel: cannot read or tokenize '%s' (%s)\n", text, kvs_last_error());
+        goto out;
+    }
+    if (start < 0) start = n / 2 + 16384;
+    if ((long long)start + (long long)S * T > n) {
+        fprintf(stderr, "kvslim calibrate stiefel: tokens %d .. %lld needed, '%s' has %d\n", start, (long long)start + (long long)S * T, text, n);
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    kvs_config cfg = kvs_llama_cache_config(m, T);
+    in.X = malloc(sizeof(float) * hp->n_layer * (size_t)S * T * D);
+    res = calloc((size_t)2 * L, sizeof *res);
+    const int d = hp->head_dim, Hkv = hp->n_head_kv;
+    bases = malloc(sizeof(float) * (size_t)L * (1 + Hkv) * d * (d + rank)); /* per layer: K pca, K learned, V pca, V learned */
+    for (int l = 0; res && bases && l < L; l++) {
+        float *at = bases + (size_t)l * (1 + Hkv) * d * (d + rank);
+        res[2 * l].pca = at, res[2 * l].learned = at + (size_t)d * d;
+        res[2 * l + 1].pca = at + (size_t)d * (d + rank), res[2 * l + 1].learned = res[2 * l + 1].pca + (size_t)Hkv * d * d;
+    }
+    if (!in.X || !res || !bases) {
+        fprintf(stderr, "kvslim calibrate stiefel: out of memory for %d x %d layer inputs\n", S, T);
+        goto out;
+    }
+    if (kvs_cache_create(&cfg, &cache) != KVS_OK) goto fail;
+    fprintf(stderr, "kvslim calibrate stiefel: %s, tokens %d .. %lld of %s (%d + %d held-out sequences of %d), rank %d\n",
+            cli_basename(model), start, (long long)start + (long long)S * T, text, seqs, held, T, rank);
+    const double t0 = bench_now();
+    kvs_llama_set_input_observer(m, keep_input, &in);
+    for (in.seq = 0; in.seq < S; in.seq++) {
+        kvs_cache_reset(cache);
+        if (kvs_llama_forward(m, cache, ids + start + (size_t)in.seq * T, T, 0, T, NULL) != KVS_OK) goto fail;
+        cli_progress("calibrate stiefel: inputs", in.seq + 1, S, t0);
+    }
+    kvs_llama_set_input_observer(m, NULL, NULL);
+    const double t1 = bench_now();
+    int fails = 0;
+    for (int l = 0; l < L; l++) {
+        if (fit_layer(m, l, in.X + (size_t)l * S * T * D, seqs, held, T, rank, steps, pr.v, pr.n, tau, res + 2 * l) != KVS_OK) {
+            fails = 1;
+            break;
+        }
+        cli_progress("calibrate stiefel: layers", l + 1, L, t1);
+    }
+    if (fails) goto fail;
+    printf("\nkvslim calibrate stiefel: held-out relative decoder-layer output error at rank %d (lower is better)\n", rank);
+    printf("| layer | keys PCA | keys learned | values PCA | values learned | steps K/V |\n|---:|---:|---:|---:|---:|---:|\n");
+    int wins[2] = {0, 0};
+    for (int l = 0; l < L; l++) {
+        const result *k = res + 2 * l, *v = k + 1;
+        wins[0] += k->err[1] < k->err[0], wins[1] += v->err[1] < v->err[0];
+        printf("| %d | %.4f | %.4f | %.4f | %.4f | %d/%d |\n", l, k->err[0], k->err[1], v->err[0], v->err[1], k->steps, v->steps);
+    }
+    printf("learned below PCA on held-out tokens: keys %d of %d layers, values %d of %d (%.0f s)\n", wins[0], L, wins[1], L,
+           bench_now() - t0);
+    char path[1024];
+    snprintf(path, sizeof path, "%s.json", report);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "kvslim calibrate stiefel: cannot write %s\n", path);
+        goto out;
+    }
+    json_w j;
+    json_begin(&j, f, '{');
+    json_str(&j, "model", model);
+    json_num(&j, "start", start), json_num(&j, "seqs", seqs), json_num(&j, "heldout", held), json_num(&j, "seq_len", T);
+    json_num(&j, "rank", rank), json_num(&j, "steps", steps), json_num(&j, "eigen_tau", tau);
+    json_open(&j, "profile_ranks", '[');
+    for (int i = 0; i < pr.n; i++) json_num(&j, NULL, pr.v[i]);
+    json_end(&j, ']');
+    json_open(&j, "layers", '[');
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < 2; k++) {
+            const result *x = res + 2 * l + k;
+            json_open(&j, NULL, '{');
+            json_num(&j, "layer", l);
+            json_str(&j, "kind", k ? "values" : "keys");
+            json_num(&j, "pca_err", x->err[0]), json_num(&j, "learned_err", x->err[1]);
+            json_num(&j, "pca_cos", x->cos[0]), json_num(&j, "learned_cos", x->cos[1]);
+            json_num(&j, "pca_train_f", x->f_train[0]), json_num(&j, "learned_train_f", x->f_train[1]);
+            json_num(&j, "steps", x->steps), json_num(&j, "eigen_rank", x->eigen_rank);
+            json_open(&j, "profile", '[');
+            for (int i = 0; i < pr.n; i++) json_num(&j, NULL, x->prof[i]);
+            json_end(&j, ']');
+            json_end(&j, '}');
+        }
+    json_end(&j, ']');
+    json_end(&j, '}');
+    fputc('\n', f);
+    if (fclose(f)) goto out;
+    snprintf(path, sizeof path, "%s.svg", report);
+    write_svg(path, res, L, rank);
+    fprintf(stderr, "wrote %s.json and %s.svg\n", report, report);
+    if (out && save_calib(m, model, res, L, rank, &pr, out) != KVS_OK) goto fail;
+    rc = CLI_EXIT_OK;
+    goto out;
+fail:
+    fprintf(stderr, "\nkvslim calibrate stiefel: %s\n", kvs_last_error());
+out:
+    kvs_llama_set_input_observer(m, NULL, NULL);
+    kvs_cache_free(cache);
+    free(in.X), free(res), free(bases), free(ids), free(buf);
+    kvs_tokenizer_free(tk);
+    kvs_llama_free(m);
+    return rc;
+}
