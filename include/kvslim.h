@@ -35,7 +35,10 @@
  *   or as the cache will store it (self=cache). A chunk of n gives the bits of n single steps.
  *
  * Units and shapes (row-major, float32)
- *   keys/values of a chunk: [n][n_kv_heads][head_dim]; keys after RoPE, as the model produces them.
+ *   keys/values of a chunk: [n][n_kv_heads][head_dim]; keys after RoPE, as the model produces them,
+ *   unless cfg.rope is set: then queries and keys come before RoPE and the cache rotates them by
+ *   their positions (the cached token count plus the index in the chunk), which low-rank keys need
+ *   (their basis acts before RoPE).
  *   queries and output:     [n][n_heads][head_dim]; query head h reads KV head h / (n_heads/n_kv_heads).
  *   Bytes are exact allocated payload bytes (every code, scale, zero point, norm, window and table);
  *   bits per element = 8 * bytes / (tokens * n_layers * n_kv_heads * head_dim * 2).
@@ -48,6 +51,7 @@
  *            self (exact|cache)  layers heads kv_heads head_dim max_tokens threads tau
  *            heatkv (block|head|prop|greedy)  evict (none|uniform|random)  budget (0 < f <= 1)
  *            agg (mean|max)  seed  keep (retrieval heads kept whole: 0..layers*kv_heads)
+ *            rope (none|adjacent)  rope_base (> 1; default 10000)
  *   (calib=PATH is the command line's: the library takes a loaded handle in cfg.calib.)
  *   Later items override earlier ones. Unknown keys and bad values are errors naming the offset.
  *   The methods are documented in docs/methods/ (oscar.md, jensen.md, baselines.md).
@@ -144,6 +148,10 @@ typedef enum {
     KVS_EVICT_HEATKV_GREEDY = 6 /* per-head budgets that keep the most calibrated mass (by distance), oldest first */
 } kvs_evict;
 typedef enum { KVS_AGG_MEAN = 0, KVS_AGG_MAX = 1 } kvs_agg; /* over the query heads of a KV head */
+/* Who applies RoPE: the caller (none: q and k arrive rotated) or the cache (adjacent: pairs
+ * (2p, 2p+1) of every head turned by position * rope_base^(-2p/head_dim), llama.cpp's and the GGUF's
+ * order). */
+typedef enum { KVS_ROPE_NONE = 0, KVS_ROPE_ADJACENT = 1 } kvs_rope;
 /* A loaded calibration (kvs_calib_load): per-head statistics measured on one model. Opaque. */
 typedef struct kvs_calib kvs_calib;
 
@@ -179,6 +187,8 @@ typedef struct {
     const kvs_calib *calib; /* heatkv: calibration of this model (not owned; must outlive the cache) */
     int keep;            /* evict=uniform, heatkv=prop|greedy: the `keep` streams with the most calibrated
                             induction mass (retrieval heads) keep every token; the rest share the budget */
+    kvs_rope rope;       /* none (default): q, k come rotated; adjacent: the cache rotates them (see above) */
+    float rope_base;     /* RoPE frequency base with rope=adjacent (default 10000) */
 } kvs_config;
 
 /* Defaults: SmolLM2-135M shapes (30 layers, 9 heads, 3 KV heads, 64), 8192 tokens, fp32, G=32, W=0. */

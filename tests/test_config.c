@@ -43,6 +43,23 @@ int main(void) {
         CHECK(strstr(buf, "lambda=0.3,") && strstr(buf, ",heatkv=prop,budget=0.2,agg=max,keep=10"), "eviction format: '%s'", buf);
         expect_error("keep=-1", "keep");
     }
+    /* rope: who turns q and k; the base parses in its shortest form and round-trips */
+    {
+        kvs_config a = kvs_config_default(), b = kvs_config_default();
+        char buf[384];
+        CHECK_OK(kvs_config_parse(&a, "oscar-int2,rope=adjacent,rope_base=100000"));
+        CHECK(a.rope == KVS_ROPE_ADJACENT && a.rope_base == 100000.0f, "rope keys");
+        kvs_config_format(&a, buf, sizeof buf);
+        CHECK(strstr(buf, ",rope=adjacent,rope_base=100000") != NULL, "rope format: '%s'", buf);
+        CHECK_OK(kvs_config_parse(&b, buf));
+        CHECK(memcmp(&a, &b, sizeof a) == 0, "rope does not round-trip through '%s'", buf);
+        CHECK_OK(kvs_config_parse(&b, "rope=none"));
+        kvs_config_format(&b, buf, sizeof buf);
+        CHECK(!strstr(buf, "rope"), "rope=none is the default and not written: '%s'", buf);
+        expect_error("rope=half", "bad value 'half' for key 'rope'");
+        expect_error("rope_base=1", "bad value '1' for key 'rope_base'");
+        expect_error("rope_base=inf", "bad value 'inf'");
+    }
     char small[8];
     size_t need = kvs_config_format(&c, small, sizeof small);
     CHECK(need > 7 && strlen(small) == 7, "truncated format");

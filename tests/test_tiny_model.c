@@ -246,6 +246,42 @@ int main(void) {
         }
         kvs_cache_free(pcache);
     }
+    /* the cache owns RoPE (rope=adjacent: the engine hands q and k over unrotated): the same bits as
+     * the engine's RoPE, for a config of each key layout, chunked and token by token */
+    const char *roped[] = {"fp32", "q8_0", "oscar-int2,jensen=taylor,sinks=4", "k=int3,v=q4_0,group=16,window=16"};
+    int rope_diff = 0;
+    for (size_t i = 0; i < sizeof roped / sizeof *roped; i++) {
+        for (int batch = 1; batch <= 13; batch += 12) {
+            kvs_config pa = kvs_llama_cache_config(m, TL), pb = pa;
+            char with[128];
+            snprintf(with, sizeof with, "%s,rope=adjacent", roped[i]);
+            kvs_cache *ca = NULL, *cb = NULL;
+            CHECK_OK(kvs_config_parse(&pa, roped[i]));
+            CHECK_OK(kvs_config_parse(&pb, with));
+            CHECK_OK(kvs_cache_create(&pa, &ca));
+            CHECK_OK(kvs_cache_create(&pb, &cb));
+            kvs_ppl_acc x = {0, 0, 0, 0}, y = {0, 0, 0, 0};
+            if (ca && cb) {
+                CHECK_OK(kvs_ppl_chunk(m, ca, longtok, TL, batch, -1, la, NULL, &x));
+                CHECK_OK(kvs_ppl_chunk(m, cb, longtok, TL, batch, -1, lb, NULL, &y));
+            }
+            if (memcmp(la, lb, sizeof la) != 0 || x.nll != y.nll) {
+                rope_diff++;
+                fprintf(stderr, "  %s, batch %d: RoPE in the cache differs (max |log p diff| %g)\n", roped[i], batch,
+                        max_abs_diff(la, lb, sizeof la / sizeof *la, NULL));
+            }
+            kvs_cache_free(ca), kvs_cache_free(cb);
+        }
+    }
+    CHECK(rope_diff == 0, "%d runs with RoPE in the cache differ from the engine's RoPE", rope_diff);
+    kvs_config rb = kvs_llama_cache_config(m, 8);
+    CHECK_OK(kvs_config_parse(&rb, "fp32,rope=adjacent,rope_base=500"));
+    kvs_cache *rbc = NULL;
+    CHECK_OK(kvs_cache_create(&rb, &rbc));
+    if (rbc)
+        CHECK(kvs_llama_forward(m, rbc, longtok, 4, 0, 0, NULL) == KVS_ERR_ARG && strstr(kvs_last_error(), "rope_base"),
+              "a cache with another RoPE base is accepted: %s", kvs_last_error());
+    kvs_cache_free(rbc);
     kvs_llama_set_batch_invariant(m, 0);
     printf("tiny model: %zu configs, batch 13 vs batch 1 bit-identical in %zu\n", sizeof faithful / sizeof *faithful,
            sizeof faithful / sizeof *faithful - (size_t)unfaithful);

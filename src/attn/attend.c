@@ -26,8 +26,7 @@ static kvs_status check_finite(const float *x, size_t n, const char *what) {
 enum { QUERY_BLOCK = 16 };
 static int groups_per_item(int G) { return 4096 / G > 0 ? 4096 / G : 1; }
 
-kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v,
-                      float *out) {
+static kvs_status attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v, float *out) {
     if (!c || !q || !k || !v || !out) return kvs_report(KVS_ERR_ARG, "attend: NULL argument");
     if (layer < 0 || layer >= c->cfg.n_layers)
         return kvs_report(KVS_ERR_ARG, "attend: layer %d out of range [0, %d)", layer, c->cfg.n_layers);
@@ -136,4 +135,26 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
     free(w);
     kvs__view_free(&view);
     return KVS_OK;
+}
+
+/* With rope=adjacent the caller's q and k are before RoPE: rotated copies by position (the cached
+ * token count plus the index in the chunk) go through the same path as an engine's rotated rows. */
+kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v, float *out) {
+    if (!c || !c->m.rope || !q || !k || !v || !out || layer < 0 || layer >= c->cfg.n_layers || n < 1 || n > (1 << 20))
+        return attend(c, layer, n, q, k, v, out); /* no RoPE to apply, or its checks name what is wrong */
+    const int d = c->d, NH = c->cfg.n_heads, H = c->n_kv;
+    const size_t nq = (size_t)n * NH * d, nk = (size_t)n * H * d;
+    float *qr = malloc(nq * sizeof(float)), *kr = malloc(nk * sizeof(float));
+    kvs_status st = KVS_OK;
+    if (!qr || !kr) st = kvs_report(KVS_ERR_NOMEM, "attend: out of memory for RoPE of %d tokens", n);
+    if (!st) {
+        const long long pos0 = kvs_cache_tokens(c, layer);
+        memcpy(qr, q, nq * sizeof(float));
+        memcpy(kr, k, nk * sizeof(float));
+        kvs_rope_rows(qr, n, NH, d, pos0, c->m.rope_base);
+        kvs_rope_rows(kr, n, H, d, pos0, c->m.rope_base);
+        st = attend(c, layer, n, qr, kr, v, out);
+    }
+    free(qr), free(kr);
+    return st;
 }

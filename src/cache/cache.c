@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common/status.h"
+#include "../methods/methods.h"
 #include "../quant/quant.h"
 #include "evict.h"
 #include "pack.h"
@@ -356,7 +357,7 @@ size_t kvs_cache_stream_bytes(const kvs_cache *c, int layer, int h) {
     return bytes;
 }
 
-kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, const float *v) {
+static kvs_status append(kvs_cache *c, int layer, int n, const float *k, const float *v) {
     if (!c || !k || !v) return kvs_report(KVS_ERR_ARG, "append: NULL argument");
     if (layer < 0 || layer >= c->cfg.n_layers)
         return kvs_report(KVS_ERR_ARG, "append: layer %d out of range [0, %d)", layer, c->cfg.n_layers);
@@ -424,4 +425,19 @@ oom:
     }
     free(tmp);
     return kvs_report(KVS_ERR_NOMEM, "append: out of memory for %d new groups", g1 - g0);
+}
+
+/* With rope=adjacent the caller's keys are before RoPE: a rotated copy by position is stored, as an
+ * engine's rotated rows would be. */
+kvs_status kvs_cache_append(kvs_cache *c, int layer, int n, const float *k, const float *v) {
+    if (!c || !c->m.rope || !k || !v || layer < 0 || layer >= c->cfg.n_layers || n < 1 || n > (1 << 28))
+        return append(c, layer, n, k, v); /* no RoPE to apply, or its checks name what is wrong */
+    const size_t nk = (size_t)n * c->n_kv * c->d;
+    float *kr = malloc(nk * sizeof(float));
+    if (!kr) return kvs_report(KVS_ERR_NOMEM, "append: out of memory for RoPE of %d tokens", n);
+    memcpy(kr, k, nk * sizeof(float));
+    kvs_rope_rows(kr, n, c->n_kv, c->d, kvs_cache_tokens(c, layer), c->m.rope_base);
+    const kvs_status st = append(c, layer, n, kr, v);
+    free(kr);
+    return st;
 }

@@ -34,6 +34,8 @@ void kvs__method_resolve(const kvs_config *cfg, kvs_method *m) {
     m->jensen = cfg->jensen;
     m->lambda = cfg->lambda;
     m->self_cache = cfg->self == KVS_SELF_CACHE;
+    m->rope = cfg->rope == KVS_ROPE_ADJACENT;
+    m->rope_base = cfg->rope_base;
     m->n_threads = cfg->n_threads;
 }
 

@@ -41,6 +41,8 @@ typedef struct kvs_method {
     kvs_jensen jensen;    /* score term: Jensen bias correction of quantized keys */
     float lambda;
     int self_cache;       /* the current token attends through its stored key (llama.cpp's order) */
+    int rope;             /* q and k arrive before RoPE: the cache rotates them (kvs_rope) */
+    float rope_base;
     int n_threads;        /* 0 = all */
 } kvs_method;
 

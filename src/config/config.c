@@ -34,6 +34,8 @@ kvs_config kvs_config_default(void) {
     c.agg = KVS_AGG_MEAN;
     c.seed = 1;
     c.calib = NULL;
+    c.rope = KVS_ROPE_NONE;
+    c.rope_base = 10000.0f;
     return c;
 }
 
@@ -47,6 +49,7 @@ static const char *const g_self_names[] = {"exact", "cache"};
 static const char *const g_evict_names[] = {"none", "uniform", "random"};
 static const char *const g_heatkv_names[] = {"block", "head", "prop", "greedy"};
 static const char *const g_agg_names[] = {"mean", "max"};
+static const char *const g_rope_names[] = {"none", "adjacent"};
 #define N_NAMES(a) ((int)(sizeof(a) / sizeof *(a)))
 
 /* A hand-filled kvs_config may hold any int in an enum field: never index past a table. */
@@ -160,6 +163,12 @@ static int apply_kv(kvs_config *c, const char *k, size_t kl, const char *v, size
         c->agg = (kvs_agg)i;
         return 1;
     }
+    if (KEY("rope")) {
+        if ((i = lookup(g_rope_names, N_NAMES(g_rope_names), v, vl)) < 0) return 0;
+        c->rope = (kvs_rope)i;
+        return 1;
+    }
+    if (KEY("rope_base")) return parse_float(v, vl, 1.0001f, 1e9f, &c->rope_base);
     if (KEY("budget")) return parse_float(v, vl, 1e-9f, 1.0f, &c->budget);
     if (KEY("seed")) {
         int x;
@@ -259,6 +268,8 @@ kvs_status kvs_config_validate(const kvs_config *c) {
     if (!(c->lambda >= 0.0f && c->lambda <= 100.0f)) BAD("config: lambda=%g out of range [0, 100]", (double)c->lambda);
     if (!(c->tau >= 0.0f && c->tau <= 1e6f)) BAD("config: tau=%g out of range [0, 1e6]", (double)c->tau);
     if (c->n_threads < 0 || c->n_threads > 1024) BAD("config: threads=%d out of range [0, 1024]", c->n_threads);
+    if (c->rope != KVS_ROPE_NONE && c->rope != KVS_ROPE_ADJACENT) BAD("config: rope %d unknown", (int)c->rope);
+    if (!(c->rope_base > 1.0f && c->rope_base <= 1e9f)) BAD("config: rope_base=%g out of range (1, 1e9]", (double)c->rope_base);
 #undef BAD
     return kvs__evict_validate(c);
 }
@@ -301,6 +312,10 @@ size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
             n += m;
         if (n < (int)sizeof tmp && c->seed != 1 && (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",seed=%u", c->seed)) > 0) n += m;
         if (n < (int)sizeof tmp && c->keep && (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",keep=%d", c->keep)) > 0) n += m;
+        if (n < (int)sizeof tmp && c->rope != KVS_ROPE_NONE &&
+            (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",rope=%s,rope_base=%s", name_of(g_rope_names, N_NAMES(g_rope_names), (int)c->rope),
+                          short_float(c->rope_base, f32))) > 0)
+            n += m;
     }
     if (n < 0) n = 0;
     if (n >= (int)sizeof tmp) n = (int)sizeof tmp - 1; /* cannot happen with these fields; never copy past tmp */

@@ -12,6 +12,11 @@ void kvs_fwht(float *x, int d);
  * k + h * head_stride; 1 if that is 0 or not finite (so an all-zero key stays 0, never NaN). */
 float kvs_oscar_norm(const float *k, int n_heads, int d, size_t head_stride);
 
+/* RoPE on adjacent pairs (2p, 2p+1) of every head of x [n][heads][d], token i at position pos0 + i:
+ * angle pos * base^(-2p/d), computed in double and applied in float, the arithmetic of the engine
+ * (src/model/llama.c) so that a cache that rotates gives the bits of an engine that does. */
+void kvs_rope_rows(float *x, int n, int heads, int d, long long pos0, float base);
+
 /* Jensen bias correction (docs/methods/jensen.md).
  * ln(sinh a / a), accurate for all a (series near 0, log form elsewhere; never calls sinh). */
 double kvs_log_sinhc(double a);

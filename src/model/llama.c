@@ -211,6 +211,7 @@ kvs_config kvs_llama_cache_config(const kvs_llama *m, int max_tokens) {
     c.n_kv_heads = m->hp.n_head_kv;
     c.head_dim = m->hp.head_dim;
     c.max_tokens = max_tokens;
+    c.rope_base = m->hp.rope_base; /* used when a config sets rope=adjacent (the cache turns q and k) */
     return c;
 }
 
@@ -291,6 +292,11 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
                           cc->n_layers, cc->n_heads, cc->n_kv_heads, cc->head_dim);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= V) return kvs_report(KVS_ERR_ARG, "forward: token %d = %d outside the vocabulary", i, tokens[i]);
+    const int cache_rope = cc->rope == KVS_ROPE_ADJACENT; /* then q and k go to the cache before RoPE */
+    if (cache_rope && cc->rope_base != hp->rope_base)
+        return kvs_report(KVS_ERR_ARG, "forward: the cache's rope_base %g is not the model's %g", (double)cc->rope_base,
+                          (double)hp->rope_base);
+    if (cc->rope != KVS_ROPE_NONE && !cache_rope) return kvs_report(KVS_ERR_ARG, "forward: cache rope mode %d unknown", (int)cc->rope);
     const size_t KVD = (size_t)HKV * hd;
     float *x = malloc(sizeof(float) * n * D), *h = malloc(sizeof(float) * n * D), *q = malloc(sizeof(float) * n * D);
     float *k = malloc(sizeof(float) * n * KVD), *v = malloc(sizeof(float) * n * KVD), *att = malloc(sizeof(float) * n * D);
@@ -309,8 +315,10 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
         matmul(m, h, w->wq, q, n, D, D);
         matmul(m, h, w->wk, k, n, D, (int)KVD);
         matmul(m, h, w->wv, v, n, D, (int)KVD);
-        rope(q, n, H, hd, cs);
-        rope(k, n, HKV, hd, cs);
+        if (!cache_rope) {
+            rope(q, n, H, hd, cs);
+            rope(k, n, HKV, hd, cs);
+        }
         if (m->observe) m->observe(m->observe_user, l, n, pos0, q, k);
         if ((s = kvs_attend(cache, l, n, q, k, v, att)) || (s = kvs_cache_append(cache, l, n, k, v))) goto done;
         matmul(m, att, w->wo, h, n, D, D);

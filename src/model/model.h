@@ -121,8 +121,9 @@ kvs_config kvs_llama_cache_config(const kvs_llama *m, int max_tokens);
  * Slower for prefill: tests and exact comparisons use it, evaluations need not. */
 void kvs_llama_set_batch_invariant(kvs_llama *m, int on);
 
-/* Sees every layer's post-RoPE queries [n][n_head][head_dim] and keys [n][n_head_kv][head_dim] of a
- * chunk, before its attention (calibration watches the uncompressed model through this). */
+/* Sees every layer's queries [n][n_head][head_dim] and keys [n][n_head_kv][head_dim] of a chunk as
+ * they go to the cache, before its attention: after RoPE, unless the cache applies it (its config's
+ * rope=adjacent). Calibration watches the uncompressed model, with an fp32 cache, through this. */
 typedef void (*kvs_llama_observer)(void *user, int layer, int n, int pos0, const float *q, const float *k);
 void kvs_llama_set_observer(kvs_llama *m, kvs_llama_observer fn, void *user);
 /* Sees every layer's input, the residual stream x [n][n_embd] before its attention norm

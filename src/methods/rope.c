@@ -1,0 +1,19 @@
+/* RoPE inside the cache (methods.h): for caches whose keys are projected before RoPE (low-rank
+ * bases act on pre-RoPE keys), the cache, not the engine, turns queries and keys. */
+#include <math.h>
+
+#include "methods.h"
+
+void kvs_rope_rows(float *x, int n, int heads, int d, long long pos0, float base) {
+    for (int i = 0; i < n; i++)
+        for (int p = 0; p < d / 2; p++) {
+            const double theta = (double)(pos0 + i) * pow((double)base, -2.0 * p / d);
+            const float c = (float)cos(theta), s = (float)sin(theta);
+            for (int h = 0; h < heads; h++) {
+                float *v = x + ((size_t)i * heads + h) * d + 2 * p;
+                const float a = v[0], b = v[1];
+                v[0] = a * c - b * s;
+                v[1] = a * s + b * c;
+            }
+        }
+}
