@@ -52,6 +52,7 @@
  *            heatkv (block|head|prop|greedy)  evict (none|uniform|random)  budget (0 < f <= 1)
  *            agg (mean|max)  seed  keep (retrieval heads kept whole: 0..layers*kv_heads)
  *            rope (none|adjacent)  rope_base (> 1; default 10000)
+ *            stiefel (RK/RV: low-rank keys/values, ranks of head_dim)  basis (learned|pca)
  *   (calib=PATH is the command line's: the library takes a loaded handle in cfg.calib.)
  *   Later items override earlier ones. Unknown keys and bad values are errors naming the offset.
  *   The methods are documented in docs/methods/ (oscar.md, jensen.md, baselines.md).
@@ -152,6 +153,9 @@ typedef enum { KVS_AGG_MEAN = 0, KVS_AGG_MAX = 1 } kvs_agg; /* over the query he
  * (2p, 2p+1) of every head turned by position * rope_base^(-2p/head_dim), llama.cpp's and the GGUF's
  * order). */
 typedef enum { KVS_ROPE_NONE = 0, KVS_ROPE_ADJACENT = 1 } kvs_rope;
+/* StiefAttention's low-rank bases (docs/methods/stiefel.md): PCA of the keys and values, EigenAttention's
+ * ranks, or learned on the decoder-layer output. */
+typedef enum { KVS_BASIS_PCA = 0, KVS_BASIS_LEARNED = 1, KVS_BASIS_EIGEN = 2 } kvs_basis;
 /* A loaded calibration (kvs_calib_load): per-head statistics measured on one model. Opaque. */
 typedef struct kvs_calib kvs_calib;
 
@@ -189,6 +193,9 @@ typedef struct {
                             induction mass (retrieval heads) keep every token; the rest share the budget */
     kvs_rope rope;       /* none (default): q, k come rotated; adjacent: the cache rotates them (see above) */
     float rope_base;     /* RoPE frequency base with rope=adjacent (default 10000) */
+    int rank_k, rank_v;  /* StiefAttention: keys and values stored as this many coefficients in the
+                            calibration's bases (0, 0: full width). Needs rope=adjacent and cfg.calib */
+    kvs_basis basis;     /* which bases of the calibration: learned (default) or pca */
 } kvs_config;
 
 /* Defaults: SmolLM2-135M shapes (30 layers, 9 heads, 3 KV heads, 64), 8192 tokens, fp32, G=32, W=0. */
@@ -296,9 +303,6 @@ KVS_API KVS_NODISCARD kvs_status kvs_calib_set_retrieval(kvs_calib *cal, int per
  * KVS_ERR_NOMEM. */
 KVS_API KVS_NODISCARD kvs_status kvs_calib_create(const char *model, uint64_t model_hash, int n_layers, int n_heads,
                                                   int n_kv_heads, int head_dim, kvs_calib **out);
-/* StiefAttention's low-rank bases (docs/methods/stiefel.md): PCA of the keys and values, EigenAttention's
- * ranks, or learned on the decoder-layer output. */
-typedef enum { KVS_BASIS_PCA = 0, KVS_BASIS_LEARNED = 1, KVS_BASIS_EIGEN = 2 } kvs_basis;
 /* One basis set: keys[l] [head_dim][rank_k[l]] (one per layer, shared by its KV heads) and values[l]
  * [n_kv_heads][head_dim][rank_v[l]], each column-orthonormal (checked to 1e-4), pre-RoPE, in the
  * GGUF's channel order. Ranks in 1..head_dim. Replaces a set of the same kind.

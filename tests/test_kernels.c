@@ -298,9 +298,12 @@ static void kernel_matrix(void) {
            tl.cases, tl.worst_ratio, tl.worst_contract);
     CHECK(tl.cases == 88, "only %d of 88 layouts ran", tl.cases);
 #if defined(KVS_HAVE_AVX2)
-    /* every kernel of the AVX2 codec table was chosen for some layout and checked above */
+    /* every kernel of the AVX2 codec table was chosen for some layout and checked above; the
+     * low-rank entry needs calibrated bases and is checked against the reference, and against a
+     * dense double-precision attention, in test_lowrank_cache */
     for (int e = 0; have_avx2 && e < kvs_kernels_avx2.n_groups; e++)
-        CHECK(tl.entry_hits[e] > 0, "no layout ran the avx2 kernel '%s'", kvs_kernels_avx2.groups[e].name);
+        if (kvs_kernels_avx2.groups[e].key != KVS_LAYOUT_LOWRANK)
+            CHECK(tl.entry_hits[e] > 0, "no layout ran the avx2 kernel '%s'", kvs_kernels_avx2.groups[e].name);
 #endif
     CHECK(tl.bad_bound == 0, "%d layouts beyond the rounding bound", tl.bad_bound);
     CHECK(tl.bad_contract == 0, "%d layouts differ from the rounding reference", tl.bad_contract);

@@ -90,7 +90,7 @@ static kvs_status attend(kvs_cache *c, int layer, int n, const float *q, const f
         const int i0 = qb * QUERY_BLOCK, i1 = i0 + QUERY_BLOCK < n ? i0 + QUERY_BLOCK : n;
         const kvs_stream *sm = kvs_stream_at(c, layer, h);
         kvs_attn_job j = {c, sm->m, &view, layer, h, i0, i1, q, qr ? qr : q, w, k, v, view.blk + (size_t)h * ngroups,
-                          sm->drop};
+                          sm->drop, sm->pkt};
         float *base = parts + (size_t)(h * items_per_head + s) * part;
         kvs_partial p = {base, base + (size_t)n * g, base + (size_t)n * g * 2};
         if (s == 0) {
@@ -125,7 +125,18 @@ static kvs_status attend(kvs_cache *c, int layer, int n, const float *q, const f
                     L += l * e;
                     for (int x = 0; x < d; x++) dst[x] += e * acc[x];
                 }
-                if (kvs_stream_at(c, layer, h)->m->rotate) kvs_fwht(accq, d);
+                const kvs_stream *sm = kvs_stream_at(c, layer, h);
+                if (sm->m->rotate) kvs_fwht(accq, d);
+                if (sm->m->value.layout == KVS_LAYOUT_LOWRANK) { /* coefficients to channels: P_V once per output */
+                    const int rv = sm->m->value.dim;
+                    float coefs[1024];
+                    memcpy(coefs, accq, (size_t)rv * sizeof(float));
+                    for (int x = 0; x < d; x++) {
+                        float a = 0.0f;
+                        for (int r = 0; r < rv; r++) a += sm->pv[(size_t)x * rv + r] * coefs[r];
+                        accq[x] = a;
+                    }
+                }
                 float *dst = out + ((size_t)i * NH + (size_t)h * g + hh) * d;
                 const float inv = 1.0f / L;
                 for (int x = 0; x < d; x++) dst[x] = (accq[x] + accf[x]) * inv;

@@ -744,6 +744,7 @@ static void groups_any_32_128(const kvs_attn_job *j, int g0, int g1, kvs_partial
 static void groups_any(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 0, 0, -1, -1); }
 
 static const kvs_groups_entry avx2_groups[] = {
+    {KVS_LAYOUT_LOWRANK, KVS_LAYOUT_LOWRANK, 0, 0, kvs__groups_lowrank_avx2, "lowrank"},
     {KVS_LAYOUT_PAIRED, KVS_LAYOUT_PAIRED, 32, 64, groups_paired_32_64, "paired/paired G32 d64"},
     {KVS_LAYOUT_PAIRED, KVS_LAYOUT_PAIRED, 32, 128, groups_paired_32_128, "paired/paired G32 d128"},
     {KVS_LAYOUT_ROWS, KVS_LAYOUT_ROWS, 32, 64, groups_rows_32_64, "rows/rows G32 d64"},

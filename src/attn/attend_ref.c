@@ -121,5 +121,7 @@ static void fp_ref(const kvs_attn_job *j, kvs_partial *p) {
 }
 
 /* One groups kernel for every codec: the reference defines them all. */
-static const kvs_groups_entry ref_groups[] = {{KVS_LAYOUT_ANY, KVS_LAYOUT_ANY, 0, 0, groups_ref, "ref"}};
-const kvs_kernel_table kvs_kernels_ref = {"ref", ref_groups, 1, fp_ref};
+static const kvs_groups_entry ref_groups[] = {
+    {KVS_LAYOUT_LOWRANK, KVS_LAYOUT_LOWRANK, 0, 0, kvs__groups_lowrank_ref, "lowrank ref"},
+    {KVS_LAYOUT_ANY, KVS_LAYOUT_ANY, 0, 0, groups_ref, "ref"}};
+const kvs_kernel_table kvs_kernels_ref = {"ref", ref_groups, 2, fp_ref};

@@ -29,6 +29,7 @@ typedef struct {
     const float *k, *v; /* the chunk: [n][n_kv][d] */
     const uint8_t *const *blk; /* [view->n_groups] group blocks of this KV head (NULL: evicted) */
     const int32_t *drop;       /* drop times of this KV head's blocks, or NULL without eviction */
+    const float *pkt;          /* low-rank plans: the layer's key basis, transposed [rank_k][d] */
 } kvs_attn_job;
 
 typedef struct {
@@ -71,6 +72,18 @@ void kvs__set_kernel_table(const kvs_kernel_table *t);
  * weights exp(s - m)). */
 void kvs__ref_jensen(const kvs_attn_job *j, int i, int hh, const uint8_t *blk, const float *norm, int nt, float *s);
 void kvs__ref_softmax_tile(float *s, int nt, float *m, float *l, float *acc, int d);
+
+/* Low-rank groups (attend_lowrank_ref.c): one loop, the inner operations per kernel set. With a
+ * low-rank value codec the partial's acc holds value coefficients in its first rank_v entries; the
+ * driver's merge projects them with the stream's P_V. */
+typedef struct {
+    void (*rebuild)(const float *Pt, const float *c, int d, int r, float *k); /* k[d] = sum_j c[j] Pt[j][:] */
+    float (*dot)(const float *a, const float *b, int n);
+    void (*axpy)(float *acc, float w, const float *x, int n);
+} kvs_lowrank_ops;
+void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, const kvs_lowrank_ops *ops);
+void kvs__groups_lowrank_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p);
+void kvs__groups_lowrank_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p);
 
 /* An empty partial for the item's queries: m = -inf, l = 0, acc = 0. */
 static inline void kvs_partial_init(const kvs_attn_job *j, kvs_partial *p) {

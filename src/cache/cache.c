@@ -9,6 +9,7 @@
 #include "../methods/methods.h"
 #include "../quant/quant.h"
 #include "evict.h"
+#include "lowrank.h"
 #include "pack.h"
 
 static void *libc_alloc(void *user, size_t n) {
@@ -75,6 +76,9 @@ static int compute_sizes(const kvs_config *cfg, const kvs_method *m, sizes *s) {
     if (!kvs_mul_size(streams, (size_t)kvs__evict_n_blocks(cfg), &t) || !kvs_mul_size(t, sizeof(int32_t), &t) ||
         !kvs_add_size(f, t, &f))
         return 0;
+    /* low-rank plans: the cache's copy of its bases */
+    if (!kvs_mul_size(kvs__lowrank_floats(cfg), sizeof(float), &t) || !kvs_add_size(f, t, &f)) return 0;
+    if (cfg->rank_k && (!kvs_mul_size((size_t)cfg->max_tokens, d * sizeof(float), &t) || !kvs_add_size(f, t, &f))) return 0;
     s->fixed = f;
     s->per_group = H * (m->key.bytes + m->value.bytes) + (m->token_norm ? G * sizeof(float) : 0);
     return 1;
@@ -142,6 +146,8 @@ void kvs_cache_free(kvs_cache *c) {
             cache_release(c, ly->norm, maxg * sizeof(float *));
         }
     cache_release(c, c->plan.drop, (size_t)c->cfg.n_layers * c->n_kv * c->plan.n_blocks * sizeof(int32_t));
+    cache_release(c, c->bases, kvs__lowrank_floats(&c->cfg) * sizeof(float));
+    cache_release(c, c->rope_cs, (size_t)c->cfg.max_tokens * c->d * sizeof(float));
     cache_release(c, c->streams, (size_t)c->cfg.n_layers * c->n_kv * sizeof(kvs_stream));
     cache_release(c, c->layers, (size_t)c->cfg.n_layers * sizeof(kvs_layer));
     const kvs_allocator mem = c->mem;
@@ -190,6 +196,21 @@ kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *all
             if (sinkb && (!(s->sink_k = cache_alloc(c, sinkb)) || !(s->sink_v = cache_alloc(c, sinkb)))) goto oom;
             if (!(s->win_k = cache_alloc(c, winb)) || !(s->win_v = cache_alloc(c, winb))) goto oom;
         }
+    }
+    if (cfg->rank_k) { /* low-rank: the bases copied out of the calibration, a pointer per stream */
+        if (!(c->bases = cache_alloc(c, kvs__lowrank_floats(cfg) * sizeof(float))) ||
+            !(c->rope_cs = cache_alloc(c, (size_t)cfg->max_tokens * c->d * sizeof(float))))
+            goto oom;
+        kvs_rope_table(c->rope_cs, cfg->max_tokens, c->d, 0, m.rope_base); /* keys are rebuilt and turned per step */
+        const size_t d = (size_t)c->d, rk = (size_t)cfg->rank_k, rv = (size_t)cfg->rank_v;
+        float *pv = c->bases + L * d * rk;
+        kvs__lowrank_fill(cfg, c->bases, pv);
+        for (size_t l = 0; l < L; l++)
+            for (int h = 0; h < c->n_kv; h++) {
+                kvs_stream *s = kvs_stream_at(c, (int)l, h);
+                s->pkt = c->bases + l * d * rk;
+                s->pv = pv + (l * c->n_kv + (size_t)h) * d * rv;
+            }
     }
     if (cfg->evict != KVS_EVICT_NONE) { /* resolved once; copied into the cache's own memory */
         kvs_evict_plan plan;
@@ -304,7 +325,7 @@ static void leave_window(kvs_cache *c, int layer, float *tmp) {
     }
     float *norm = ly->norm ? ly->norm[grp] : NULL;
     if (U == c->G) kvs__pack_group(c, kt, vt, blocks, norm);
-    else kvs__pack_token(c, kt, vt, blocks, ly->n_quant % c->G, norm);
+    else kvs__pack_token(c, layer, (long long)c->m.sinks + ly->n_quant, kt, vt, blocks, ly->n_quant % c->G, norm);
     ly->win_head = (ly->win_head + U) % c->win_cap;
     ly->n_win -= U;
     ly->n_quant += U;

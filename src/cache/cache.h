@@ -29,6 +29,7 @@ enum { KVS_MAX_KV_HEADS = 1024 }; /* kvs_config_validate's bound; sizes stack ta
 typedef struct {
     const kvs_method *m;    /* what this stream stores and how it is attended */
     const int32_t *drop;    /* drop time of each evictable block, or NULL: nothing is evicted */
+    const float *pkt, *pv;  /* low-rank plans: the layer's key basis transposed [rank_k][d], this head's value basis [d][rank_v] */
     uint8_t **blk;          /* [max_groups] */
     float *sink_k, *sink_v; /* [sinks][d] */
     float *win_k, *win_v;   /* ring [win_cap][d]; window token u at slot (win_head + u) % win_cap */
@@ -52,6 +53,8 @@ struct kvs_cache {
     kvs_layer *layers;     /* [n_layers] */
     kvs_stream *streams;   /* [n_layers * n_kv] */
     kvs_evict_plan plan;   /* eviction: drop times (plan.drop through the allocator), or n_blocks 0 */
+    float *bases;          /* low-rank plans: the cache's copy of its bases (cache/lowrank.h), or NULL */
+    float *rope_cs;        /* low-rank plans: RoPE angles of every position, [max_tokens][d/2][2] (cos, sin) */
 };
 
 static inline kvs_stream *kvs_stream_at(const struct kvs_cache *c, int layer, int h) {

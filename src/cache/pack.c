@@ -37,8 +37,38 @@ void kvs__pack_group(const struct kvs_cache *c, float *k, float *v, uint8_t *con
     }
 }
 
-void kvs__pack_token(const struct kvs_cache *c, float *k, float *v, uint8_t *const *blocks, int row, float *norm) {
+/* c[r] = P^T x for a basis P [d][r] */
+static void coefficients(const float *P, const float *x, int d, int r, float *c) {
+    for (int j = 0; j < r; j++) c[j] = 0.0f;
+    for (int t = 0; t < d; t++)
+        for (int j = 0; j < r; j++) c[j] += P[(size_t)t * r + j] * x[t];
+}
+/* the same from the transpose Pt [r][d] */
+static void coefficients_t(const float *Pt, const float *x, int d, int r, float *c) {
+    for (int j = 0; j < r; j++) {
+        float a = 0.0f;
+        for (int t = 0; t < d; t++) a += Pt[(size_t)j * d + t] * x[t];
+        c[j] = a;
+    }
+}
+
+void kvs__pack_token(const struct kvs_cache *c, int layer, long long pos, float *k, float *v, uint8_t *const *blocks,
+                     int row, float *norm) {
     const int G = c->G, d = c->d;
+    if (c->m.key.layout == KVS_LAYOUT_LOWRANK) { /* no rotation, norm or Jensen with low rank (validated) */
+        const int rk = c->m.key.dim, rv = c->m.value.dim;
+        float coef[1024];
+        for (int h = 0; h < c->n_kv; h++) {
+            const kvs_stream *s = kvs_stream_at(c, layer, h);
+            float *kh = k + (size_t)h * d;
+            kvs_rope_rows(kh, 1, 1, d, -pos, c->m.rope_base); /* the cache holds keys after RoPE: turn back */
+            coefficients_t(s->pkt, kh, d, rk, coef);
+            kvs_quant_key_token(c->m.key.type, coef, G, rk, row, blocks[h]);
+            coefficients(s->pv, v + (size_t)h * d, d, rv, coef);
+            kvs_quant_value_token(c->m.value.type, coef, G, rv, row, blocks[h] + c->m.key.bytes);
+        }
+        return;
+    }
     transform_keys(c, k, 1, norm ? norm + row : NULL);
     rotate_values(c, v, 1);
     for (int h = 0; h < c->n_kv; h++) {

@@ -9,6 +9,8 @@
  * k, v: [n_kv][G][d], raw basis; overwritten (rotated and normalized in place). */
 void kvs__pack_group(const struct kvs_cache *c, float *k, float *v, uint8_t *const *blocks, float *norm);
 /* One token of every KV head into row `row` of blocks[h] (per-token key types only), its norm into
- * norm[row]. k, v: [n_kv][d], overwritten. */
-void kvs__pack_token(const struct kvs_cache *c, float *k, float *v, uint8_t *const *blocks, int row, float *norm);
+ * norm[row]. k, v: [n_kv][d], overwritten. A low-rank plan stores the coefficients of the token's
+ * key before RoPE (turned back by its position `pos`) in layer `layer`'s bases. */
+void kvs__pack_token(const struct kvs_cache *c, int layer, long long pos, float *k, float *v, uint8_t *const *blocks,
+                     int row, float *norm);
 #endif

@@ -6,7 +6,7 @@
 #include "../quant/formats.h"
 
 static kvs_codec codec(kvs_type t, int G, int d, int is_key) {
-    kvs_codec c = {t, KVS_LAYOUT_ROWS, kvs_affine_bits(t), 0, kvs_row_bytes(t, d), 0};
+    kvs_codec c = {t, KVS_LAYOUT_ROWS, kvs_affine_bits(t), 0, kvs_row_bytes(t, d), 0, d};
     c.bytes = is_key ? kvs_kgroup_bytes(t, d, G) : kvs_vgroup_bytes(t, d, G);
     if (!c.bits) return c;
     /* keys: one code row of G tokens per channel; values: one code row of d channels per token */
@@ -21,6 +21,11 @@ static kvs_codec codec(kvs_type t, int G, int d, int is_key) {
 void kvs__method_resolve(const kvs_config *cfg, kvs_method *m) {
     m->key = codec(cfg->k_type, cfg->group, cfg->head_dim, 1);
     m->value = codec(cfg->v_type, cfg->group, cfg->head_dim, 0);
+    if (cfg->rank_k) { /* coefficient rows (fp32 or fp16, per token: validated) */
+        m->key = codec(cfg->k_type, cfg->group, cfg->rank_k, 1);
+        m->value = codec(cfg->v_type, cfg->group, cfg->rank_v, 0);
+        m->key.layout = m->value.layout = KVS_LAYOUT_LOWRANK;
+    }
     m->G = cfg->group;
     m->d = cfg->head_dim;
     m->g = cfg->n_heads / cfg->n_kv_heads;
@@ -45,6 +50,7 @@ const char *kvs__layout_name(kvs_layout l) {
     case KVS_LAYOUT_AFFINE: return "affine";
     case KVS_LAYOUT_PAIRED: return "paired";
     case KVS_LAYOUT_ANY: return "any";
+    case KVS_LAYOUT_LOWRANK: return "lowrank";
     }
     return "?";
 }

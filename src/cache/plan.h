@@ -18,7 +18,9 @@ typedef enum {
     KVS_LAYOUT_ROWS = 0,   /* per-token rows: fp32, fp16, q8_0, q4_0 */
     KVS_LAYOUT_AFFINE = 1, /* affine INTb, one code row per channel (keys) or token (values) */
     KVS_LAYOUT_PAIRED = 2, /* affine INT2/INT4 in the integer multiply-add order */
-    KVS_LAYOUT_ANY = 3     /* kernel tables only: matches every layout */
+    KVS_LAYOUT_ANY = 3,    /* kernel tables only: matches every layout */
+    KVS_LAYOUT_LOWRANK = 4 /* StiefAttention: per-token rows of `dim` coefficients (fp32, fp16) in the
+                              stream's basis; keys before RoPE (cache/lowrank.h) */
 } kvs_layout;
 
 typedef struct {
@@ -28,6 +30,7 @@ typedef struct {
     int perm;     /* affine code rows in the broadcast-word slot order (formats.h, kvs_code_slot) */
     size_t row;   /* bytes of a token row (ROWS) or of a code row (AFFINE, PAIRED) */
     size_t bytes; /* one group */
+    int dim;      /* channels stored per token: head_dim, or the rank of a low-rank codec */
 } kvs_codec;
 
 typedef struct kvs_method {

@@ -96,7 +96,7 @@ kvs_status kvs__view_build(const struct kvs_cache *c, int layer, int n, const fl
         float *norm = ly->norm ? pnorm + (size_t)pi * G : NULL;
         gather(c, layer, k, v, view->cs, u, U, kt, vt);
         if (U == G) kvs__pack_group(c, kt, vt, blocks, norm);
-        else kvs__pack_token(c, kt, vt, blocks, tok % G, norm);
+        else kvs__pack_token(c, layer, (long long)c->m.sinks + tok, kt, vt, blocks, tok % G, norm);
     }
     return KVS_OK;
 }

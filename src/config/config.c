@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../cache/evict.h"
+#include "../cache/lowrank.h"
 #include "../common/status.h"
 
 
@@ -36,6 +37,8 @@ kvs_config kvs_config_default(void) {
     c.calib = NULL;
     c.rope = KVS_ROPE_NONE;
     c.rope_base = 10000.0f;
+    c.rank_k = c.rank_v = 0;
+    c.basis = KVS_BASIS_LEARNED;
     return c;
 }
 
@@ -50,6 +53,7 @@ static const char *const g_evict_names[] = {"none", "uniform", "random"};
 static const char *const g_heatkv_names[] = {"block", "head", "prop", "greedy"};
 static const char *const g_agg_names[] = {"mean", "max"};
 static const char *const g_rope_names[] = {"none", "adjacent"};
+static const char *const g_basis_names[] = {"pca", "learned", "eigen"}; /* kvs_basis order */
 #define N_NAMES(a) ((int)(sizeof(a) / sizeof *(a)))
 
 /* A hand-filled kvs_config may hold any int in an enum field: never index past a table. */
@@ -169,6 +173,17 @@ static int apply_kv(kvs_config *c, const char *k, size_t kl, const char *v, size
         return 1;
     }
     if (KEY("rope_base")) return parse_float(v, vl, 1.0001f, 1e9f, &c->rope_base);
+    if (KEY("stiefel")) { /* RK/RV */
+        const char *slash = memchr(v, '/', vl);
+        if (!slash) return 0;
+        const size_t a = (size_t)(slash - v);
+        return parse_int(v, a, 0, 1 << 20, &c->rank_k) && parse_int(slash + 1, vl - a - 1, 0, 1 << 20, &c->rank_v);
+    }
+    if (KEY("basis")) {
+        if ((i = lookup(g_basis_names, 2, v, vl)) < 0) return 0; /* eigen: not a cache option yet */
+        c->basis = (kvs_basis)i;
+        return 1;
+    }
     if (KEY("budget")) return parse_float(v, vl, 1e-9f, 1.0f, &c->budget);
     if (KEY("seed")) {
         int x;
@@ -270,6 +285,9 @@ kvs_status kvs_config_validate(const kvs_config *c) {
     if (c->n_threads < 0 || c->n_threads > 1024) BAD("config: threads=%d out of range [0, 1024]", c->n_threads);
     if (c->rope != KVS_ROPE_NONE && c->rope != KVS_ROPE_ADJACENT) BAD("config: rope %d unknown", (int)c->rope);
     if (!(c->rope_base > 1.0f && c->rope_base <= 1e9f)) BAD("config: rope_base=%g out of range (1, 1e9]", (double)c->rope_base);
+    if (c->basis != KVS_BASIS_PCA && c->basis != KVS_BASIS_LEARNED) BAD("config: basis %d is not a cache option (pca, learned)", (int)c->basis);
+    const kvs_status lr = kvs__lowrank_validate(c);
+    if (lr) return lr;
 #undef BAD
     return kvs__evict_validate(c);
 }
@@ -315,6 +333,10 @@ size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
         if (n < (int)sizeof tmp && c->rope != KVS_ROPE_NONE &&
             (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",rope=%s,rope_base=%s", name_of(g_rope_names, N_NAMES(g_rope_names), (int)c->rope),
                           short_float(c->rope_base, f32))) > 0)
+            n += m;
+        if (n < (int)sizeof tmp && (c->rank_k || c->rank_v) &&
+            (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",stiefel=%d/%d,basis=%s", c->rank_k, c->rank_v,
+                          name_of(g_basis_names, N_NAMES(g_basis_names), (int)c->basis))) > 0)
             n += m;
     }
     if (n < 0) n = 0;

@@ -16,6 +16,16 @@ float kvs_oscar_norm(const float *k, int n_heads, int d, size_t head_stride);
  * angle pos * base^(-2p/d), computed in double and applied in float, the arithmetic of the engine
  * (src/model/llama.c) so that a cache that rotates gives the bits of an engine that does. */
 void kvs_rope_rows(float *x, int n, int heads, int d, long long pos0, float base);
+/* The angles of positions pos0 .. pos0 + n - 1: cs[i][p] = (cos, sin), [n][d/2][2], the same floats
+ * kvs_rope_rows uses; and one row x[d] turned by a row of such a table. */
+void kvs_rope_table(float *cs, int n, int d, long long pos0, float base);
+static inline void kvs_rope_apply(float *x, int d, const float *cs) {
+    for (int p = 0; p < d / 2; p++) {
+        const float c = cs[2 * p], s = cs[2 * p + 1], a = x[2 * p], b = x[2 * p + 1];
+        x[2 * p] = a * c - b * s;
+        x[2 * p + 1] = a * s + b * c;
+    }
+}
 
 /* Jensen bias correction (docs/methods/jensen.md).
  * ln(sinh a / a), accurate for all a (series near 0, log form elsewhere; never calls sinh). */

@@ -17,3 +17,12 @@ void kvs_rope_rows(float *x, int n, int heads, int d, long long pos0, float base
             }
         }
 }
+
+void kvs_rope_table(float *cs, int n, int d, long long pos0, float base) {
+    for (int i = 0; i < n; i++)
+        for (int p = 0; p < d / 2; p++) {
+            const double theta = (double)(pos0 + i) * pow((double)base, -2.0 * p / d);
+            cs[((size_t)i * (d / 2) + p) * 2] = (float)cos(theta);
+            cs[((size_t)i * (d / 2) + p) * 2 + 1] = (float)sin(theta);
+        }
+}

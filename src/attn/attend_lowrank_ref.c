@@ -1,0 +1,70 @@
+/* Low-rank groups (StiefAttention, docs/methods/stiefel.md): attention over coefficient rows.
+ *   key of token t of group grp (position pos = sinks + grp G + t):  k_t = R_pos (P_K c_t)
+ *   s_t = tau * q . k_t        (q after RoPE; the key is rebuilt in scratch, never stored)
+ *   acc[0 .. r_V) += p_t c^V_t (values summed as coefficients; the driver's merge projects with P_V
+ *                               once per output, as it turns a Hadamard-rotated accumulator back)
+ * Each token's key is rebuilt once per work item and shared by the item's queries and heads. The
+ * loop is shared; the reference and the AVX2 variant (attend_lowrank_avx2.c) differ in the three
+ * inner operations only. */
+#include <stdlib.h>
+
+#include "../methods/methods.h"
+#include "../quant/quant.h"
+#include "attn.h"
+
+void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, const kvs_lowrank_ops *ops) {
+    const kvs_method *m = j->m;
+    const int d = m->d, g = m->g, G = m->G, rk = m->key.dim, rv = m->value.dim;
+    kvs_partial_init(j, p);
+    float *kb = malloc(sizeof(float) * ((size_t)G * d + (size_t)G * rv + (size_t)d + G));
+    if (!kb) return; /* a few KB; should it fail, this item adds nothing (l = 0) */
+    float *vc = kb + (size_t)G * d, *coef = vc + (size_t)G * rv, *s = coef + d;
+    for (int grp = g0; grp < g1; grp++) {
+        const uint8_t *blk = j->blk[grp];
+        if (!blk) continue; /* evicted */
+        int nmax = 0; /* the rows some query of the item sees */
+        for (int i = j->i0; i < j->i1; i++) {
+            const int x = kvs_job_group_tokens(j, i, grp);
+            nmax = x > nmax ? x : nmax;
+        }
+        for (int t = 0; t < nmax; t++) {
+            float *k = kb + (size_t)t * d;
+            kvs_dequant_key(m->key.type, blk, G, rk, t, coef);
+            ops->rebuild(j->pkt, coef, d, rk, k);
+            kvs_rope_apply(k, d, j->c->rope_cs + ((size_t)m->sinks + (size_t)grp * G + t) * d);
+            kvs_dequant_value(m->value.type, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
+        }
+        for (int i = j->i0; i < j->i1; i++) {
+            const int nt = kvs_job_group_tokens(j, i, grp);
+            if (nt <= 0) continue;
+            for (int hh = 0; hh < g; hh++) {
+                const float *q = kvs_job_q(j, j->q, i, hh);
+                const size_t o = (size_t)i * g + hh;
+                float *acc = p->acc + o * d;
+                for (int t = 0; t < nt; t++) s[t] = m->tau * ops->dot(q, kb + (size_t)t * d, d);
+                kvs__ref_softmax_tile(s, nt, &p->m[o], &p->l[o], acc, rv);
+                for (int t = 0; t < nt; t++) ops->axpy(acc, s[t], vc + (size_t)t * rv, rv);
+            }
+        }
+    }
+    free(kb);
+}
+
+/* k[d] = sum_r c[r] Pt[r][:] */
+static void rebuild_ref(const float *Pt, const float *c, int d, int r, float *k) {
+    for (int x = 0; x < d; x++) k[x] = 0.0f;
+    for (int a = 0; a < r; a++)
+        for (int x = 0; x < d; x++) k[x] += c[a] * Pt[(size_t)a * d + x];
+}
+static float dot_ref(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+static void axpy_ref(float *acc, float w, const float *x, int n) {
+    for (int i = 0; i < n; i++) acc[i] += w * x[i];
+}
+
+static const kvs_lowrank_ops ref_ops = {rebuild_ref, dot_ref, axpy_ref};
+
+void kvs__groups_lowrank_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { kvs__lowrank_groups(j, g0, g1, p, &ref_ops); }
