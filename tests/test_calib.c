@@ -109,22 +109,10 @@ static void retrieval_section(const kvs_calib *heat_only) {
     kvs_calib_free(cal);
 }
 
-/* Low-rank bases (LRNK section): orthonormal columns from random ones (modified Gram-Schmidt) */
+/* Low-rank bases (LRNK section) */
 static void orthonormal(float *P, int d, int r, uint64_t seed) {
     rng_t g = {seed};
-    double A[64 * 64];
-    for (int i = 0; i < d * r; i++) A[i] = rng_normal(&g);
-    for (int j = 0; j < r; j++) {
-        for (int k = 0; k < j; k++) {
-            double dot = 0;
-            for (int t = 0; t < d; t++) dot += A[t * r + j] * A[t * r + k];
-            for (int t = 0; t < d; t++) A[t * r + j] -= dot * A[t * r + k];
-        }
-        double nn = 0;
-        for (int t = 0; t < d; t++) nn += A[t * r + j] * A[t * r + j];
-        for (int t = 0; t < d; t++) A[t * r + j] /= sqrt(nn);
-    }
-    for (int i = 0; i < d * r; i++) P[i] = (float)A[i];
+    test_orthonormal(&g, P, d, r);
 }
 
 /* two layers, two KV heads of 16: key ranks 3/5, value ranks 4/2; PCA and learned sets; profiles */

@@ -12,22 +12,6 @@
 
 enum { L = 2, NH = 4, H = 2, D = 16, T = 70, RK = 6, RV = 5 };
 
-static void orthonormal(rng_t *g, float *P, int d, int r) {
-    double A[64 * 64];
-    for (int i = 0; i < d * r; i++) A[i] = rng_normal(g);
-    for (int j = 0; j < r; j++) {
-        for (int k = 0; k < j; k++) {
-            double dot = 0;
-            for (int t = 0; t < d; t++) dot += A[t * r + j] * A[t * r + k];
-            for (int t = 0; t < d; t++) A[t * r + j] -= dot * A[t * r + k];
-        }
-        double nn = 0;
-        for (int t = 0; t < d; t++) nn += A[t * r + j] * A[t * r + j];
-        for (int t = 0; t < d; t++) A[t * r + j] /= sqrt(nn);
-    }
-    for (int i = 0; i < d * r; i++) P[i] = (float)A[i];
-}
-
 /* a calibration with learned bases at RK/RV and PCA bases whole (rank D) */
 static float g_pk[L][D * D], g_pv[L][H * D * D], g_lk[L][D * RK], g_lv[L][H * D * RV];
 static kvs_calib *make_calib(void) {
@@ -37,8 +21,8 @@ static kvs_calib *make_calib(void) {
     const float *pk[L], *pv[L], *lk[L], *lv[L];
     int rd[L], rk[L], rv[L];
     for (int l = 0; l < L; l++) {
-        orthonormal(&g, g_pk[l], D, D), orthonormal(&g, g_lk[l], D, RK);
-        for (int h = 0; h < H; h++) orthonormal(&g, g_pv[l] + h * D * D, D, D), orthonormal(&g, g_lv[l] + h * D * RV, D, RV);
+        test_orthonormal(&g, g_pk[l], D, D), test_orthonormal(&g, g_lk[l], D, RK);
+        for (int h = 0; h < H; h++) test_orthonormal(&g, g_pv[l] + h * D * D, D, D), test_orthonormal(&g, g_lv[l] + h * D * RV, D, RV);
         pk[l] = g_pk[l], pv[l] = g_pv[l], lk[l] = g_lk[l], lv[l] = g_lv[l], rd[l] = D, rk[l] = RK, rv[l] = RV;
     }
     if (kvs_calib_set_bases(cal, KVS_BASIS_PCA, rd, rd, pk, pv) || kvs_calib_set_bases(cal, KVS_BASIS_LEARNED, rk, rv, lk, lv)) {

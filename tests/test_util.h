@@ -53,6 +53,23 @@ static inline double rng_normal(rng_t *r) {
 static inline void fill_normal(rng_t *r, float *x, size_t n, double sd) {
     for (size_t i = 0; i < n; i++) x[i] = (float)(sd * rng_normal(r));
 }
+/* P [d][r] (d <= 64) with orthonormal columns: Gaussian columns through modified Gram-Schmidt in
+ * double (low-rank bases for tests) */
+static inline void test_orthonormal(rng_t *g, float *P, int d, int r) {
+    double A[64 * 64];
+    for (int i = 0; i < d * r; i++) A[i] = rng_normal(g);
+    for (int j = 0; j < r; j++) {
+        for (int k = 0; k < j; k++) {
+            double dot = 0;
+            for (int t = 0; t < d; t++) dot += A[t * r + j] * A[t * r + k];
+            for (int t = 0; t < d; t++) A[t * r + j] -= dot * A[t * r + k];
+        }
+        double nn = 0;
+        for (int t = 0; t < d; t++) nn += A[t * r + j] * A[t * r + j];
+        for (int t = 0; t < d; t++) A[t * r + j] /= sqrt(nn);
+    }
+    for (int i = 0; i < d * r; i++) P[i] = (float)A[i];
+}
 
 /* Max |a-b| over n, and the index where it occurred. */
 static inline double max_abs_diff(const float *a, const float *b, size_t n, size_t *where) {
