@@ -161,6 +161,21 @@ int main(void) {
         }
         CHECK_OK(kvs_set_kernels("auto"));
     }
+    /* with eviction (uniform budgets, HeatKV's baseline): blocks of coefficients are dropped and
+     * freed like any others; bytes stay exact (run() compares them), chunked = token by token */
+    {
+        kvs_config cfg = kvs_config_default();
+        cfg.n_layers = L, cfg.n_heads = NH, cfg.n_kv_heads = H, cfg.head_dim = D, cfg.max_tokens = T, cfg.calib = cal;
+        CHECK_OK(kvs_config_parse(&cfg, "fp32,rope=adjacent,stiefel=6/5,group=8,sinks=2,evict=uniform,budget=0.5"));
+        CHECK(!run(&cfg, q, k, v, 1, o1) && !run(&cfg, q, k, v, 9, o2), "evicting runs: %s", kvs_last_error());
+        CHECK(!memcmp(o1, o2, sizeof o1), "evicting low-rank cache: chunks of 9 differ from token by token");
+        double worst = 0; /* the last query saw half its context dropped: it must differ from the full cache */
+        kvs_config full = cfg;
+        full.evict = KVS_EVICT_NONE, full.budget = 1.0f;
+        CHECK(!run(&full, q, k, v, 9, o3), "full run");
+        for (size_t i = (size_t)(T - 1) * NH * D; i < (size_t)T * NH * D; i++) worst = fmax(worst, fabs(o1[i] - o3[i]));
+        CHECK(worst > 1e-3, "eviction changed nothing (%g)", worst);
+    }
     /* r = d: the basis is square orthogonal, so the cache equals the full one (oracle 5) */
     {
         kvs_config a = kvs_config_default(), b;
