@@ -10,7 +10,7 @@
 #include "cache/cache.h"
 #include "test_util.h"
 
-enum { L = 2, NH = 4, H = 2, D = 16, T = 70, RK = 6, RV = 5 };
+enum { L = 2, NH = 4, H = 2, D = 32, T = 70, RK = 6, RV = 5 };
 
 /* a calibration with learned bases at RK/RV and PCA bases whole (rank D) */
 static float g_pk[L][D * D], g_pv[L][H * D * D], g_lk[L][D * RK], g_lv[L][H * D * RV];
@@ -181,7 +181,7 @@ int main(void) {
         kvs_config a = kvs_config_default(), b;
         a.n_layers = L, a.n_heads = NH, a.n_kv_heads = H, a.head_dim = D, a.max_tokens = T, a.calib = cal;
         b = a;
-        CHECK_OK(kvs_config_parse(&a, "fp32,rope=adjacent,stiefel=16/16,basis=pca"));
+        CHECK_OK(kvs_config_parse(&a, "fp32,rope=adjacent,stiefel=32/32,basis=pca"));
         CHECK_OK(kvs_config_parse(&b, "fp32,rope=adjacent"));
         CHECK(!run(&a, q, k, v, 5, o1) && !run(&b, q, k, v, 5, o2), "full-rank runs: %s", kvs_last_error());
         double worst = 0;
@@ -204,17 +204,45 @@ int main(void) {
         CHECK(bb64 - bb0 == (size_t)64 * L * H * 2 * D * 4, "full bytes per token: %zu", (bb64 - bb0) / 64);
         CHECK(ba0 - bb0 == sizeof(float) * ((size_t)L * D * (RK + H * RV) + (size_t)T * D), "fixed part: bases + RoPE table (%zu)", ba0 - bb0);
     }
+    /* coefficients in llama.cpp's q8_0 / q4_0 rows (rank 32 = one block): near the fp32 coefficients
+     * (q8_0 within 2e-2, q4_0 within 0.25 of outputs of unit scale), not equal to them, 34 / 18 bytes
+     * per row, the AVX2 kernel against the reference, chunked = token by token */
+    {
+        const char *qc[2] = {"q8_0,self=exact,rope=adjacent,stiefel=32/32,basis=pca", "q4_0,self=exact,rope=adjacent,stiefel=32/32,basis=pca"};
+        const double tol[2] = {2e-2, 0.25};
+        kvs_config fp = kvs_config_default();
+        fp.n_layers = L, fp.n_heads = NH, fp.n_kv_heads = H, fp.head_dim = D, fp.max_tokens = T, fp.calib = cal;
+        CHECK_OK(kvs_config_parse(&fp, "fp32,rope=adjacent,stiefel=32/32,basis=pca"));
+        CHECK(!run(&fp, q, k, v, 9, o3), "fp32 coefficients: %s", kvs_last_error());
+        for (int x = 0; x < 2; x++) {
+            kvs_config cfg = fp;
+            CHECK_OK(kvs_config_parse(&cfg, qc[x]));
+            CHECK_OK(kvs_set_kernels("ref"));
+            CHECK(!run(&cfg, q, k, v, 1, o1), "%s: %s", qc[x], kvs_last_error());
+            CHECK_OK(kvs_set_kernels("auto"));
+            CHECK(!run(&cfg, q, k, v, 9, o2), "%s: %s", qc[x], kvs_last_error());
+            double dq = 0, dk = 0;
+            for (size_t i = 0; i < sizeof o1 / sizeof *o1; i++) dq = fmax(dq, fabs(o1[i] - o3[i])), dk = fmax(dk, fabs(o1[i] - o2[i]));
+            CHECK(dq < tol[x] && dq > 1e-5, "%s: |quantized - fp32 coefficients| %g", qc[x], dq);
+            CHECK(dk < KVS_TOL_REF_VS_SIMD, "%s: default kernels in chunks vs reference token by token %g", qc[x], dk);
+            size_t b0, b64;
+            CHECK_OK(kvs_cache_bytes_for(&cfg, 0, &b0));
+            CHECK_OK(kvs_cache_bytes_for(&cfg, 64, &b64));
+            CHECK(b64 - b0 == (size_t)64 * L * H * 2 * (x ? 18 : 34), "%s: %zu bytes per token", qc[x], (b64 - b0) / 64);
+        }
+    }
     /* refusals, each naming its reason */
     struct {
         const char *cfg;
         const char *msg;
     } bad[] = {
         {"fp32,stiefel=6/5", "rope=adjacent"},
-        {"k=int4,rope=adjacent,stiefel=6/5", "fp32 or fp16"},
+        {"k=int4,rope=adjacent,stiefel=6/5", "fp32, fp16, q8_0 or q4_0"},
         {"fp32,rope=adjacent,stiefel=6/5,jensen=taylor", "jensen"},
         {"fp32,rope=adjacent,stiefel=6/5,rotate=hadamard", "rotate"},
         {"fp32,rope=adjacent,stiefel=8/5", "learned bases are fitted at one rank"},
-        {"fp32,rope=adjacent,stiefel=17/5,basis=pca", "ranks must be in 1..head_dim"},
+        {"fp32,rope=adjacent,stiefel=33/5,basis=pca", "ranks must be in 1..head_dim"},
+        {"q8_0,rope=adjacent,stiefel=16/32,basis=pca", "multiples of 32"},
         {"fp32,rope=adjacent,stiefel=0/5", "ranks must be in 1..head_dim"},
         {"fp32,rope=adjacent,stiefel=6", "bad value"},
         {"fp32,rope=adjacent,basis=eigen", "bad value"},

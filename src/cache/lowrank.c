@@ -13,8 +13,12 @@ kvs_status kvs__lowrank_validate(const kvs_config *c) {
         BAD("config: stiefel=%d/%d: ranks must be in 1..head_dim=%d", c->rank_k, c->rank_v, c->head_dim);
     if (c->rope != KVS_ROPE_ADJACENT)
         BAD("config: stiefel= needs rope=adjacent (the key basis acts before RoPE, so the cache applies it)");
-    if ((c->k_type != KVS_TYPE_FP32 && c->k_type != KVS_TYPE_FP16) || (c->v_type != KVS_TYPE_FP32 && c->v_type != KVS_TYPE_FP16))
-        BAD("config: stiefel= stores coefficients as fp32 or fp16 (k=, v=); quantized coefficients are not in yet");
+    /* coefficients are per-token rows: fp32, fp16, or llama.cpp's q8_0 / q4_0 blocks of 32 */
+    const int kq = c->k_type == KVS_TYPE_Q8_0 || c->k_type == KVS_TYPE_Q4_0, vq = c->v_type == KVS_TYPE_Q8_0 || c->v_type == KVS_TYPE_Q4_0;
+    if ((!kq && c->k_type != KVS_TYPE_FP32 && c->k_type != KVS_TYPE_FP16) || (!vq && c->v_type != KVS_TYPE_FP32 && c->v_type != KVS_TYPE_FP16))
+        BAD("config: stiefel= stores coefficients as fp32, fp16, q8_0 or q4_0 rows (k=, v=); affine INTb coefficients are not in yet");
+    if ((kq && c->rank_k % 32) || (vq && c->rank_v % 32))
+        BAD("config: stiefel=%d/%d: q8_0/q4_0 coefficient rows need ranks that are multiples of 32", c->rank_k, c->rank_v);
     if (c->rotate != KVS_ROTATE_NONE || c->scale != KVS_SCALE_NONE || c->jensen != KVS_JENSEN_OFF)
         BAD("config: stiefel= does not combine with rotate=, scale= or jensen= (they act on full-width keys)");
     const kvs_calib *cal = c->calib;
