@@ -9,22 +9,13 @@
 #include <string.h>
 
 #include "../tools/kvslim/args.h"
+#include "../tools/kvslim/cli.h"
 #include "../tools/kvslim/json.h"
 #include "bench.h"
 #include "kvslim.h"
 
-typedef struct {
-    const char *name, *cfg;
-} bench_cfg;
-
-static const bench_cfg k_cfgs[] = {
-    {"fp32", "fp32"},
-    {"q8_0", "q8_0"},
-    {"q4_0", "q4_0"},
-    {"kivi-int2", "kivi-int2"},
-    {"oscar-int4", "oscar-int4"},
-    {"oscar-int2+jensen", "oscar-int2,jensen=taylor"},
-};
+/* the first config is the one the others' speed is compared with */
+static const char *k_default_configs = "fp32;q8_0;q4_0;kivi-int2;oscar-int4;oscar-int2+jensen:oscar-int2,jensen=taylor";
 
 typedef struct {
     const char *name;
@@ -43,13 +34,10 @@ static float frand(void) { /* cheap normal-ish noise: sum of uniforms */
 }
 
 /* A filled cache of one config at one length, and its check against the reference. */
-static kvs_cache *prepare(const bench_cfg *bc, int tokens, int threads, const float *k, const float *v, const float *q,
+static kvs_cache *prepare(const cli_named *bc, int tokens, int threads, const float *k, const float *v, const float *q,
                           bench_row *row) {
     kvs_config cfg = kvs_config_default();
-    if (kvs_config_parse(&cfg, bc->cfg) != KVS_OK) {
-        fprintf(stderr, "bench: %s\n", kvs_last_error());
-        return NULL;
-    }
+    if (cli_config(NULL, "--configs", bc->cfg, &cfg)) return NULL; /* calib=PATH loaded there (shapes checked, no model) */
     cfg.max_tokens = tokens + 1;
     cfg.n_threads = threads;
     kvs_cache *c = NULL;
@@ -102,12 +90,13 @@ static double time_step(kvs_cache *c, const float *q, const float *k1, const flo
 int bench_attention_main(int argc, char **argv) {
     cli_ints tokens = {4, {1024, 4096, 16384, 65536}};
     int reps = 5, threads = 0, json = 0;
-    const char *kernels = "auto";
+    const char *kernels = "auto", *list = k_default_configs;
     const cli_opt opts[] = {
         {"--tokens", "N,N,...", OPT_INTS, &tokens, 1, 1 << 22, "cache lengths"},
         {"--reps", "N", OPT_INT, &reps, 1, 1000000, "timed steps per config and length (best is kept)"},
         {"--threads", "N", OPT_INT, &threads, 0, 1024, "threads, 0 = all"},
         {"--kernels", "NAME", OPT_STR, &kernels, 0, 0, "auto, ref or avx2"},
+        {"--configs", "LIST", OPT_STR, &list, 0, 0, "'name:config;config;...', at most 16; the first is the speed reference"},
         {"--json", NULL, OPT_FLAG, &json, 0, 0, "JSON on stdout instead of the table"},
     };
     const cli_cmd cmd = {"bench attention",
@@ -117,6 +106,14 @@ int bench_attention_main(int argc, char **argv) {
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc != CLI_RUN) return rc;
     if (kvs_set_kernels(kernels) != KVS_OK) return cli_usage_error("--kernels: %s", kvs_last_error());
+    cli_named k_cfgs[16];
+    const int ncfg = cli_parse_configs(list, k_cfgs, 16);
+    if (ncfg < 1) return cli_usage_error("--configs: '%s' is not a list of 1 to 16 'name:config' or 'config' items", list);
+    for (int i = 0; i < ncfg; i++) { /* every config checked before the slow part */
+        kvs_config c = kvs_config_default();
+        const int rc2 = cli_config(NULL, "--configs", k_cfgs[i].cfg, &c);
+        if (rc2) return rc2;
+    }
     const int *lens = tokens.v;
     const int nlens = tokens.n;
     int maxlen = 0;
@@ -135,7 +132,6 @@ int bench_attention_main(int argc, char **argv) {
     }
     for (int i = 0; i < dc.n_heads * dc.head_dim; i++) q[i] = 0.5f * frand();
     const double bw = bench_read_bandwidth(threads, 1.0);
-    const int ncfg = (int)(sizeof k_cfgs / sizeof *k_cfgs);
     bench_row *rows = calloc((size_t)ncfg * nlens, sizeof *rows);
     /* per length: all configs filled at once, then timed round-robin (best of reps), so that the
      * shared machine's slow spells hit every config alike and the ratios stay comparable */
@@ -180,7 +176,7 @@ int bench_attention_main(int argc, char **argv) {
             json_num(&j, "cache_bytes", r->bytes);
             json_num(&j, "bits_per_element", r->bits);
             json_num(&j, "gbs", r->gbs);
-            json_num(&j, "ratio_vs_fp32", r->ratio);
+            json_num(&j, "ratio_vs_first", r->ratio); /* speed against the first config (fp32 by default) */
             json_num(&j, "roofline_fraction", r->roof);
             json_num(&j, "max_diff_vs_ref", r->check);
             json_end(&j, '}');
@@ -191,7 +187,7 @@ int bench_attention_main(int argc, char **argv) {
     } else {
         printf("decode attention, %d layers x %d KV heads x %d, %d query heads; kernels %s; read bandwidth %.2f GB/s\n",
                dc.n_layers, dc.n_kv_heads, dc.head_dim, dc.n_heads, kvs_kernels(), bw / 1e9);
-        printf("| config | tokens | bits/elem | cache MB | steps/s | GB/s | vs fp32 | of roofline | max diff vs ref |\n");
+        printf("| config | tokens | bits/elem | cache MB | steps/s | GB/s | vs %s | of roofline | max diff vs ref |\n", k_cfgs[0].name);
         printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for (int i = 0; i < ncfg * nlens; i++) {
             const bench_row *r = &rows[i];

@@ -60,6 +60,8 @@ expect 2 "--tokens: '' is not an integer" bench attention --tokens 1024,,4096
 expect 2 "--tokens: .* more than 8 values" bench attention --tokens 1,2,3,4,5,6,7,8,9
 expect 2 "--reps: 0 is out of range" bench attention --reps 0
 expect 2 "--kernels: " bench attention --kernels bogus
+expect 2 "--configs: " bench attention --configs ';;'
+expect 2 "--configs: 'nonsense'" bench attention --configs 'fp32;nonsense' 
 expect 2 "--threads: -1 is out of range" bench bandwidth --threads -1
 expect 2 "-n: -3 is out of range" generate -n -3 --prompt hi
 expect 2 "--temp: 'nan' is not a finite number" generate --temp nan --prompt hi
@@ -110,6 +112,9 @@ if [ -f "$model" ]; then
         grep -q '"kind":"values"' "$tmp/st.json" && grep -q '<svg' "$tmp/st.svg"; then pass=$((pass + 1)); else
         fail=$((fail + 1)); printf 'FAIL: calibrate stiefel:\n%s\n' "$out"; fi
     expect 0 "30 layers" info "fp32,calib=$tmp/st.kvcal" # the file loads
+    # the low-rank cache from that file, timed beside fp16 (the bench checks it against the reference)
+    expect 0 "\| lr \| 64 \|" bench attention --tokens 64 --reps 1 \
+        --configs "fp16;lr:fp16,self=exact,rope=adjacent,stiefel=8/8,calib=$tmp/st.kvcal"
     rm -rf "$tmp"
 else
     echo "test_cli: $model absent, skipping the trained-context cases"
