@@ -52,9 +52,9 @@ static void rope_d(double *x, long pos, double base) {
     }
 }
 
-/* dense attention of query token P of layer l: tokens before P (from `sinks` on, and outside the
- * newest `win`) projected with rank rk / rv of the given bases; sinks, window and itself exact */
-static void reference(int l, int P, const float *q, const float *k, const float *v, const float *kb, int ks, int rk,
+/* dense attention of query token P: tokens before P (from `sinks` on, and outside the newest `win`)
+ * projected with rank rk / rv of the layer's bases kb, vb; sinks, window and itself exact */
+static void reference(int P, const float *q, const float *k, const float *v, const float *kb, int ks, int rk,
                       const float *vb, int vs, int rv, int sinks, int win, double *out /* [NH][D] */) {
     for (int hq = 0; hq < NH; hq++) {
         const int h = hq / (NH / H);
@@ -66,7 +66,7 @@ static void reference(int l, int P, const float *q, const float *k, const float 
             for (int t = 0; t < D; t++) x[t] = k[((size_t)s * H + h) * D + t];
             const int exact = s < sinks || s > P - 1 - win || s == P; /* win newest before P stay fp32 */
             if (exact) memcpy(kk, x, sizeof kk);
-            else project(kb + (size_t)(l * 0), ks, rk, x, kk);
+            else project(kb, ks, rk, x, kk);
             rope_d(kk, s, 10000.0);
             double dot = 0;
             for (int t = 0; t < D; t++) dot += qq[t] * kk[t];
@@ -114,7 +114,7 @@ static double check_against_reference(const char *what, const kvs_config *cfg, c
         for (int P = 0; P < T; P += 7) {
             double ref[NH * D];
             const float *kb = layer_bases_learned ? g_lk[l] : g_pk[l], *vb = layer_bases_learned ? g_lv[l] : g_pv[l];
-            reference(l, P, q, k, v, kb, layer_bases_learned ? RK : D, cfg->rank_k, vb, layer_bases_learned ? RV : D, cfg->rank_v,
+            reference(P, q, k, v, kb, layer_bases_learned ? RK : D, cfg->rank_k, vb, layer_bases_learned ? RV : D, cfg->rank_v,
                       cfg->sinks, cfg->window, ref);
             for (int i = 0; i < NH * D; i++) {
                 const double e = fabs(ref[i] - out[((size_t)l * T + P) * NH * D + i]);

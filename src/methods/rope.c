@@ -5,17 +5,11 @@
 #include "methods.h"
 
 void kvs_rope_rows(float *x, int n, int heads, int d, long long pos0, float base) {
-    for (int i = 0; i < n; i++)
-        for (int p = 0; p < d / 2; p++) {
-            const double theta = (double)(pos0 + i) * pow((double)base, -2.0 * p / d);
-            const float c = (float)cos(theta), s = (float)sin(theta);
-            for (int h = 0; h < heads; h++) {
-                float *v = x + ((size_t)i * heads + h) * d + 2 * p;
-                const float a = v[0], b = v[1];
-                v[0] = a * c - b * s;
-                v[1] = a * s + b * c;
-            }
-        }
+    float cs[1024]; /* one position's angles; head_dim <= 1024 (config) */
+    for (int i = 0; i < n; i++) {
+        kvs_rope_table(cs, 1, d, pos0 + i, base);
+        for (int h = 0; h < heads; h++) kvs_rope_apply(x + ((size_t)i * heads + h) * d, d, cs);
+    }
 }
 
 void kvs_rope_table(float *cs, int n, int d, long long pos0, float base) {
