@@ -51,16 +51,6 @@ static double orth_err(const double *P, int m, int d, int r) {
     return worst;
 }
 
-typedef struct {
-    kvs_lr_fit *fit;
-    int which, r;
-} layer_obj;
-
-static double layer_f(void *u, const double *P, double *G) {
-    layer_obj *o = u;
-    return kvs_lr_fit_objective(o->fit, o->which, P, o->r, G);
-}
-
 /* the SVD proxy ||K - K P P^T||_F^2 over rows of d, and its gradient -2 (K^T E P + E^T K P) */
 typedef struct {
     const double *K;
@@ -197,14 +187,14 @@ static void test_monotone(kvs_lr_fit *fit) {
     const int m = HKV, rk = 3, n = m * HD * rk;
     double P[HKV * HD * 3], G[HKV * HD * 3], work[3 * HKV * HD * 3];
     random_basis(&r, P, m, HD, rk);
-    layer_obj o = {fit, KVS_LR_VALUES, rk};
-    double f = layer_f(&o, P, G), eta = 0.05, worst_orth = 0;
+    kvs_lr_problem o = {fit, KVS_LR_VALUES, rk};
+    double f = kvs_lr_fit_f(&o, P, G), eta = 0.05, worst_orth = 0;
     const double f0 = f;
     int increases = 0, steps = 0, evals = 0;
     kvs_lr_descent_opts opts = kvs_lr_descent_defaults();
     for (int k = 0; k < 200; k++) {
         const double before = f;
-        const int ok = kvs_lr_armijo_step(layer_f, &o, P, G, &f, &eta, m, HD, rk, &opts, work, &evals);
+        const int ok = kvs_lr_armijo_step(kvs_lr_fit_f, &o, P, G, &f, &eta, m, HD, rk, &opts, work, &evals);
         if (ok < 0) break;
         steps += ok;
         increases += f > before;
@@ -245,12 +235,12 @@ static void test_pca(kvs_lr_fit *fit) {
     CHECK_OK(kvs_lr_descend(proxy_f, &po, Pr, 1, HD, 3, &o, &rep));
     CHECK(fabs(rep.f - fp) <= 1e-4 * fp, "oracle 7: descent on the proxy reached %.10g, PCA %.10g (%d steps)", rep.f, fp, rep.steps);
     /* oracle 8 */
-    layer_obj lo = {fit, KVS_LR_KEYS, 3};
-    const double f_pca = layer_f(&lo, P, NULL);
+    kvs_lr_problem lo = {fit, KVS_LR_KEYS, 3};
+    const double f_pca = kvs_lr_fit_f(&lo, P, NULL);
     o = kvs_lr_descent_defaults();
-    CHECK_OK(kvs_lr_descend(layer_f, &lo, P, 1, HD, 3, &o, &rep));
+    CHECK_OK(kvs_lr_descend(kvs_lr_fit_f, &lo, P, 1, HD, 3, &o, &rep));
     CHECK(rep.f <= f_pca && rep.f0 == f_pca, "oracle 8: learned %g vs PCA %g", rep.f, f_pca);
-    CHECK(fabs(layer_f(&lo, P, NULL) - rep.f) <= 1e-12 * rep.f, "the reported f is not the returned basis's");
+    CHECK(fabs(kvs_lr_fit_f(&lo, P, NULL) - rep.f) <= 1e-12 * rep.f, "the reported f is not the returned basis's");
     /* EigenAttention's rank rule: sqrt-eigenvalue shares 0.5, 0.3, 0.2 -> 1 below 0.6, 2 below 0.9 */
     const double ev[3] = {0.25, 0.09, 0.04};
     CHECK(kvs_lr_eigen_rank(ev, 3, 0.6) == 1 && kvs_lr_eigen_rank(ev, 3, 0.9) == 2 && kvs_lr_eigen_rank(ev, 3, 1.01) == 3,
@@ -280,12 +270,12 @@ static void test_strict_win(void) {
     for (int c = 0; c < 2; c++)
         for (int j = 0; j < 4; j++) loud += P[c * 4 + j] * P[c * 4 + j];
     CHECK(loud > 1.9, "the fixture's loud pair is not in PCA's top 4 (%g of 2)", loud);
-    layer_obj lo = {fit, KVS_LR_KEYS, 4};
-    const double f_pca = layer_f(&lo, P, NULL);
+    kvs_lr_problem lo = {fit, KVS_LR_KEYS, 4};
+    const double f_pca = kvs_lr_fit_f(&lo, P, NULL);
     kvs_lr_descent_opts o = kvs_lr_descent_defaults();
     o.max_steps = 3000, o.tol = 1e-9;
     kvs_lr_descent_report rep;
-    CHECK_OK(kvs_lr_descend(layer_f, &lo, P, 1, HD, 4, &o, &rep));
+    CHECK_OK(kvs_lr_descend(kvs_lr_fit_f, &lo, P, 1, HD, 4, &o, &rep));
     /* from PCA the way out is a saddle (turning a kept loud direction toward a useful one mixes
      * the loud channel into the scores, to first order), so restarts from random bases as well */
     double best = rep.f;
@@ -293,7 +283,7 @@ static void test_strict_win(void) {
     printf("strict win: PCA %.4g -> learned from PCA %.4g in %d steps", f_pca, rep.f, rep.steps);
     for (int k = 0; k < 4; k++) {
         random_basis(&r, P, 1, HD, 4);
-        CHECK_OK(kvs_lr_descend(layer_f, &lo, P, 1, HD, 4, &o, &rep));
+        CHECK_OK(kvs_lr_descend(kvs_lr_fit_f, &lo, P, 1, HD, 4, &o, &rep));
         printf(", random start %.4g in %d", rep.f, rep.steps);
         best = rep.f < best ? rep.f : best;
     }
@@ -335,11 +325,11 @@ static void test_bad_input(tiny *t) {
         CHECK(isnan(kvs_lr_fit_objective(fit, KVS_LR_KEYS, P, HD + 1, NULL)), "objective r > d");
         kvs_lr_descent_opts o = kvs_lr_descent_defaults();
         kvs_lr_descent_report rep;
-        layer_obj lo = {fit, KVS_LR_KEYS, 0};
-        CHECK(kvs_lr_descend(layer_f, &lo, P, 1, HD, 0, &o, &rep) == KVS_ERR_ARG, "descend r = 0");
+        kvs_lr_problem lo = {fit, KVS_LR_KEYS, 0};
+        CHECK(kvs_lr_descend(kvs_lr_fit_f, &lo, P, 1, HD, 0, &o, &rep) == KVS_ERR_ARG, "descend r = 0");
         lo.r = 2;
         for (int i = 0; i < HD * 2; i++) P[i] = NAN;
-        CHECK(kvs_lr_descend(layer_f, &lo, P, 1, HD, 2, &o, &rep) == KVS_ERR_NONFINITE, "descend from NaN");
+        CHECK(kvs_lr_descend(kvs_lr_fit_f, &lo, P, 1, HD, 2, &o, &rep) == KVS_ERR_NONFINITE, "descend from NaN");
         kvs_lr_fit_free(fit);
     }
 }

@@ -261,3 +261,8 @@ double kvs_lr_fit_cosine(const kvs_lr_fit *f) {
     }
     return sum / f->N;
 }
+
+double kvs_lr_fit_f(void *problem, const double *P, double *G) {
+    const kvs_lr_problem *p = problem;
+    return kvs_lr_fit_objective(p->fit, p->which, P, p->r, G);
+}

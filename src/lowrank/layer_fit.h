@@ -42,6 +42,13 @@ kvs_status kvs_lr_fit_forward(kvs_lr_fit *f, const double *Kt, const double *Vt,
  * or NULL) receives dF/dP. NaN on an error (reported). */
 double kvs_lr_fit_objective(kvs_lr_fit *f, int which, const double *P, int r, double *G);
 
+/* One basis problem as stiefel.h's objective: kvs_lr_descend(kvs_lr_fit_f, &problem, ...). */
+typedef struct {
+    kvs_lr_fit *fit;
+    int which, r; /* KVS_LR_KEYS or KVS_LR_VALUES; the rank */
+} kvs_lr_problem;
+double kvs_lr_fit_f(void *problem, const double *P, double *G);
+
 /* The mean over tokens of cos(y_t, yh_t) between the exact output and the last evaluated one
  * (kvs_lr_fit_objective or kvs_lr_fit_forward): the paper's second layer diagnostic. */
 double kvs_lr_fit_cosine(const kvs_lr_fit *f);

@@ -28,16 +28,6 @@ static void keep_input(void *user, int layer, int n, int pos0, const float *x) {
     memcpy(in->X + (((size_t)layer * in->seqs + in->seq) * in->T + pos0) * in->D, x, sizeof(float) * n * in->D);
 }
 
-typedef struct {
-    kvs_lr_fit *fit;
-    int which, r;
-} objective;
-
-static double layer_f(void *u, const double *P, double *G) {
-    objective *o = u;
-    return kvs_lr_fit_objective(o->fit, o->which, P, o->r, G);
-}
-
 enum { MAX_PROFILE = 64 };
 
 /* per layer and kind: held-out relative error and cosine of PCA and of learned at the fitted rank,
@@ -87,20 +77,20 @@ static kvs_status fit_kind(kvs_lr_fit *train, kvs_lr_fit *held, int which, int H
     if (s) goto done;
     for (int i = 0; i < n_pr; i++) { /* the error-rank profile: PCA prefixes, held out */
         truncate_basis(Pf, P, m, d, pr[i]);
-        objective oh = {held, which, pr[i]};
-        res->prof[i] = sqrt(layer_f(&oh, P, NULL));
+        kvs_lr_problem oh = {held, which, pr[i]};
+        res->prof[i] = sqrt(kvs_lr_fit_f(&oh, P, NULL));
     }
     truncate_basis(Pf, P, m, d, r);
-    objective ot = {train, which, r}, oh = {held, which, r};
-    res->f_train[0] = layer_f(&ot, P, NULL);
-    res->err[0] = sqrt(layer_f(&oh, P, NULL));
+    kvs_lr_problem ot = {train, which, r}, oh = {held, which, r};
+    res->f_train[0] = kvs_lr_fit_f(&ot, P, NULL);
+    res->err[0] = sqrt(kvs_lr_fit_f(&oh, P, NULL));
     res->cos[0] = kvs_lr_fit_cosine(held);
     kvs_lr_descent_opts o = kvs_lr_descent_defaults();
     o.max_steps = steps;
     kvs_lr_descent_report rep;
-    if ((s = kvs_lr_descend(layer_f, &ot, P, m, d, r, &o, &rep))) goto done;
+    if ((s = kvs_lr_descend(kvs_lr_fit_f, &ot, P, m, d, r, &o, &rep))) goto done;
     res->f_train[1] = rep.f, res->steps = rep.steps;
-    res->err[1] = sqrt(layer_f(&oh, P, NULL));
+    res->err[1] = sqrt(kvs_lr_fit_f(&oh, P, NULL));
     res->cos[1] = kvs_lr_fit_cosine(held);
     double sum = res->err[0] + res->err[1] + res->f_train[0];
     for (int i = 0; i < n_pr; i++) sum += res->prof[i];
