@@ -52,7 +52,9 @@
  *            heatkv (block|head|prop|greedy)  evict (none|uniform|random)  budget (0 < f <= 1)
  *            agg (mean|max)  seed  keep (retrieval heads kept whole: 0..layers*kv_heads)
  *            rope (none|adjacent)  rope_base (> 1; default 10000)
- *            stiefel (RK/RV: low-rank keys/values, ranks of head_dim)  basis (learned|pca)
+ *            stiefel (RK/RV: low-rank keys/values, ranks of head_dim; auto: ranks per layer, from
+ *            the calibration's set, or auto:CR allocated under a compression ratio CR of the full
+ *            cache's bytes; without heatkv/evict, budget= is that CR)  basis (learned|pca|eigen)
  *   (calib=PATH is the command line's: the library takes a loaded handle in cfg.calib.)
  *   Later items override earlier ones. Unknown keys and bad values are errors naming the offset.
  *   The methods are documented in docs/methods/ (oscar.md, jensen.md, baselines.md).
@@ -194,9 +196,13 @@ typedef struct {
     kvs_rope rope;       /* none (default): q, k come rotated; adjacent: the cache rotates them (see above) */
     float rope_base;     /* RoPE frequency base with rope=adjacent (default 10000) */
     int rank_k, rank_v;  /* StiefAttention: keys and values stored as this many coefficients in the
-                            calibration's bases (0, 0: full width). Needs rope=adjacent and cfg.calib */
-    kvs_basis basis;     /* which bases of the calibration: learned (default) or pca */
+                            calibration's bases (0, 0: full width), or both KVS_RANK_AUTO: per layer
+                            (rank_budget, or the basis set's own ranks). Needs rope=adjacent, cfg.calib */
+    kvs_basis basis;     /* which bases of the calibration: learned (default), pca or eigen */
+    float rank_budget;   /* KVS_RANK_AUTO: the rank allocator's budget, bytes of the coefficients as a
+                            fraction of the full-width rows (the compression ratio); 0 = the set's ranks */
 } kvs_config;
+enum { KVS_RANK_AUTO = -1 };
 
 /* Defaults: SmolLM2-135M shapes (30 layers, 9 heads, 3 KV heads, 64), 8192 tokens, fp32, G=32, W=0. */
 KVS_API kvs_config kvs_config_default(void);
@@ -205,6 +211,10 @@ KVS_API kvs_config kvs_config_default(void);
 KVS_API KVS_NODISCARD kvs_status kvs_config_parse(kvs_config *cfg, const char *text);
 /* Check a config for consistency. @return KVS_OK or KVS_ERR_CONFIG naming the field. */
 KVS_API KVS_NODISCARD kvs_status kvs_config_validate(const kvs_config *cfg);
+/* The ranks a low-rank config resolves to, per layer (rank_k, rank_v: [n_layers]; 0 when the config
+ * is full width): what the cache will store, known before it is created (kvslim info prints them).
+ * @return KVS_OK, or kvs_config_validate's error. */
+KVS_API KVS_NODISCARD kvs_status kvs_config_ranks(const kvs_config *cfg, int *rank_k, int *rank_v);
 /* Canonical string of the compression part (k, v, group, window, sinks, rotate, scale, jensen,
  * lambda), parseable back. Writes at most cap bytes incl. NUL. @return length needed (w/o NUL).
  * An enum field out of range is written "?" (e.g. "k=?"), which kvs_config_parse rejects; a NULL

@@ -125,7 +125,7 @@ static void streaming(void) {
     diff += la->n_groups != lb->n_groups || la->n_win != lb->n_win || la->n_sink != lb->n_sink;
     for (int h = 0; h < H; h++)
         for (int gi = 0; gi < la->n_groups && !diff; gi++) {
-            diff += memcmp(kvs_stream_at(a, 0, h)->blk[gi], kvs_stream_at(b, 0, h)->blk[gi], a->blk_bytes) != 0;
+            diff += memcmp(kvs_stream_at(a, 0, h)->blk[gi], kvs_stream_at(b, 0, h)->blk[gi], kvs_layer_blk_bytes(a, 0)) != 0;
             diff += memcmp(la->norm[gi], lb->norm[gi], 32 * sizeof(float)) != 0;
         }
     CHECK(diff == 0, "chunked append differs from one append");

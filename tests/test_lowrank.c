@@ -5,7 +5,7 @@
 
 #include "lowrank/layer_fit.h"
 #include "lowrank/pca.h"
-#include "lowrank/rank_alloc.h"
+#include "calib/rank_alloc.h"
 #include "lowrank/stiefel.h"
 #include "test_util.h"
 

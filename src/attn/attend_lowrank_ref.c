@@ -1,6 +1,7 @@
 /* Low-rank groups (StiefAttention, docs/methods/stiefel.md): attention over coefficient rows.
  *   key of token t of group grp (position pos = sinks + grp G + t):  k_t = R_pos (P_K c_t)
- *   s_t = tau * q . k_t        (q after RoPE; the key is rebuilt in scratch, never stored)
+ *   s_t = tau * q . k_t        (q after RoPE; the key is rebuilt in scratch, never stored),
+ *                              minus Jensen's term with jensen= (below)
  *   acc[0 .. r_V) += p_t c^V_t (values summed as coefficients; the driver's merge projects with P_V
  *                               once per output, as it turns a Hadamard-rotated accumulator back)
  * Each token's key is rebuilt once per work item and shared by the item's queries and heads. The
@@ -11,6 +12,34 @@
 #include "../methods/methods.h"
 #include "../quant/quant.h"
 #include "attn.h"
+
+/* Jensen's correction on rebuilt scores (docs/methods/jensen.md, "low-rank keys"): the stored
+ * coefficients carry the rounding noise eps_j (step delta_j), and the score reads them through
+ * q . R_pos P eps = u . eps with u = P^T R_pos^T q, so the term is the full-width one with u in
+ * place of the query and the coefficient steps in place of the channel steps. u depends on the
+ * key's position: r_K dot products of length d per (query, key), more than the rebuild itself. */
+static void jensen(const kvs_attn_job *j, const kvs_lowrank_ops *ops, const uint8_t *blk, int grp, const float *q, int nt,
+                   float *s) {
+    const kvs_method *m = j->m;
+    const int d = m->d, G = m->G, rk = m->key.dim;
+    float x[1024], u[1024], delta[1024];
+    for (int t = 0; t < nt; t++) {
+        const float *cs = j->c->rope_cs + ((size_t)m->sinks + (size_t)grp * G + t) * d;
+        for (int p = 0; p < d / 2; p++) { /* R_pos^T q: turned back by the key's angles */
+            const float c = cs[2 * p], sn = cs[2 * p + 1], a = q[2 * p], b = q[2 * p + 1];
+            x[2 * p] = a * c + b * sn, x[2 * p + 1] = b * c - a * sn;
+        }
+        for (int r = 0; r < rk; r++) u[r] = ops->dot(j->pkt + (size_t)r * d, x, d);
+        kvs_key_delta(m->key.type, blk, G, rk, t, delta);
+        if (m->jensen == KVS_JENSEN_TAYLOR) {
+            float b = 0.0f;
+            for (int r = 0; r < rk; r++) b += u[r] * u[r] * delta[r] * delta[r];
+            s[t] -= m->lambda * m->tau * m->tau / 24.0f * b;
+        } else {
+            s[t] -= kvs_jensen_exact(u, delta, rk, m->tau, 1.0f, m->lambda);
+        }
+    }
+}
 
 void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, const kvs_lowrank_ops *ops) {
     const kvs_method *m = j->m;
@@ -42,6 +71,7 @@ void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, 
                 const size_t o = (size_t)i * g + hh;
                 float *acc = p->acc + o * d;
                 for (int t = 0; t < nt; t++) s[t] = m->tau * ops->dot(q, kb + (size_t)t * d, d);
+                if (m->jensen != KVS_JENSEN_OFF) jensen(j, ops, blk, grp, q, nt, s);
                 kvs__ref_softmax_tile(s, nt, &p->m[o], &p->l[o], acc, rv);
                 for (int t = 0; t < nt; t++) ops->axpy(acc, s[t], vc + (size_t)t * rv, rv);
             }

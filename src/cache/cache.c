@@ -47,13 +47,41 @@ void kvs__counts(const kvs_method *m, long long n, long long *sinks, long long *
     *win = rest - *quant;
 }
 
+/* The plan of a validated config, and for a low-rank one its per-layer plans (*lm: malloc'd, the
+ * caller frees it; NULL otherwise). */
+static kvs_status resolve(const kvs_config *cfg, kvs_method *m, kvs_method **lm) {
+    *lm = NULL;
+    kvs__method_resolve(cfg, m);
+    if (!cfg->rank_k) return KVS_OK;
+    const int L = cfg->n_layers;
+    int *r = malloc(sizeof(int) * 2 * (size_t)L);
+    if (!r || !(*lm = malloc(sizeof(kvs_method) * (size_t)L))) {
+        free(r);
+        return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: out of memory for %d layer plans", L);
+    }
+    const kvs_status st = kvs__lowrank_ranks(cfg, r, r + L);
+    for (int l = 0; !st && l < L; l++) {
+        (*lm)[l] = *m;
+        kvs__method_ranks(cfg, r[l], r[L + l], &(*lm)[l]);
+    }
+    free(r);
+    if (st) free(*lm), *lm = NULL;
+    return st;
+}
+
+static size_t bases_floats(const kvs_config *cfg, const kvs_method *lm) {
+    size_t n = 0;
+    for (int l = 0; lm && l < cfg->n_layers; l++) n += (size_t)lm[l].key.dim + (size_t)cfg->n_kv_heads * lm[l].value.dim;
+    return n * (size_t)cfg->head_dim;
+}
+
 /* Sizes of the fixed part; shared by create and kvs_cache_bytes_for. 0 on overflow. */
 typedef struct {
     size_t fixed;     /* struct, layer and stream arrays, block tables, sink and window buffers */
-    size_t per_group; /* one group of one layer: n_kv blocks + norms */
+    size_t per_group; /* one group in every layer: n_kv blocks + norms, summed over the layers */
 } sizes;
 
-static int compute_sizes(const kvs_config *cfg, const kvs_method *m, sizes *s) {
+static int compute_sizes(const kvs_config *cfg, const kvs_method *m, const kvs_method *lm, sizes *s) {
     size_t L = (size_t)cfg->n_layers, H = (size_t)cfg->n_kv_heads, d = (size_t)cfg->head_dim;
     size_t G = (size_t)cfg->group, maxg = ((size_t)cfg->max_tokens + G - 1) / G;
     size_t win_cap = (size_t)m->window + (size_t)m->unit, t, u, streams;
@@ -76,11 +104,17 @@ static int compute_sizes(const kvs_config *cfg, const kvs_method *m, sizes *s) {
     if (!kvs_mul_size(streams, (size_t)kvs__evict_n_blocks(cfg), &t) || !kvs_mul_size(t, sizeof(int32_t), &t) ||
         !kvs_add_size(f, t, &f))
         return 0;
-    /* low-rank plans: the cache's copy of its bases */
-    if (!kvs_mul_size(kvs__lowrank_floats(cfg), sizeof(float), &t) || !kvs_add_size(f, t, &f)) return 0;
-    if (cfg->rank_k && (!kvs_mul_size((size_t)cfg->max_tokens, d * sizeof(float), &t) || !kvs_add_size(f, t, &f))) return 0;
+    /* low-rank plans: the layers' plans, the cache's copy of its bases, the RoPE table */
+    if (lm && (!kvs_mul_size(bases_floats(cfg, lm), sizeof(float), &t) || !kvs_add_size(f, t, &f) ||
+               !kvs_mul_size(L, sizeof(kvs_method), &t) || !kvs_add_size(f, t, &f) ||
+               !kvs_mul_size((size_t)cfg->max_tokens, d * sizeof(float), &t) || !kvs_add_size(f, t, &f)))
+        return 0;
     s->fixed = f;
-    s->per_group = H * (m->key.bytes + m->value.bytes) + (m->token_norm ? G * sizeof(float) : 0);
+    s->per_group = 0;
+    for (size_t l = 0; l < L; l++) {
+        const kvs_method *x = lm ? &lm[l] : m;
+        s->per_group += H * (x->key.bytes + x->value.bytes) + (m->token_norm ? G * sizeof(float) : 0);
+    }
     return 1;
 }
 
@@ -91,31 +125,40 @@ kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t
     sizes s;
     long long sk, q, wi;
     size_t total;
-    kvs_method m;
-    kvs__method_resolve(cfg, &m);
+    kvs_method m, *lm;
+    if ((st = resolve(cfg, &m, &lm))) return st;
     kvs__counts(&m, n_tokens, &sk, &q, &wi);
     const long long groups = (q + cfg->group - 1) / cfg->group;
-    if (!compute_sizes(cfg, &m, &s)) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
+    if (!compute_sizes(cfg, &m, lm, &s)) {
+        free(lm);
+        return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
+    }
     if (cfg->evict == KVS_EVICT_NONE || n_tokens > cfg->max_tokens) {
-        if (!kvs_mul_size(s.per_group, (size_t)groups, &total) || !kvs_mul_size(total, (size_t)cfg->n_layers, &total) ||
-            !kvs_add_size(total, s.fixed, bytes))
+        free(lm);
+        if (!kvs_mul_size(s.per_group, (size_t)groups, &total) || !kvs_add_size(total, s.fixed, bytes))
             return kvs_report(KVS_ERR_NOMEM, "kvs_cache_bytes_for: size overflows");
         return KVS_OK;
     }
     /* with eviction: the groups the plan still keeps after n_tokens appends, per stream */
     kvs_evict_plan plan;
-    if ((st = kvs__evict_plan(cfg, &plan))) return st;
-    const size_t blk = m.key.bytes + m.value.bytes;
+    if ((st = kvs__evict_plan(cfg, &plan))) {
+        free(lm);
+        return st;
+    }
     const int gpb = plan.blk_tokens / cfg->group;
     total = s.fixed;
-    for (int l = 0; l < cfg->n_layers; l++)
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const kvs_method *x = lm ? &lm[l] : &m;
+        const size_t blk = x->key.bytes + x->value.bytes;
         for (long long gi = 0; gi < groups; gi++) {
             int live = 0;
             for (int h = 0; h < cfg->n_kv_heads; h++)
                 live += plan.drop[((size_t)l * cfg->n_kv_heads + h) * plan.n_blocks + gi / gpb] > n_tokens;
             total += (size_t)live * blk + (live && m.token_norm ? (size_t)cfg->group * sizeof(float) : 0);
         }
+    }
     kvs__evict_plan_free(&plan);
+    free(lm);
     *bytes = total;
     return KVS_OK;
 }
@@ -123,11 +166,12 @@ kvs_status kvs_cache_bytes_for(const kvs_config *cfg, long long n_tokens, size_t
 void kvs_cache_free(kvs_cache *c) {
     if (!c) return;
     size_t maxg = (size_t)c->max_groups;
-    size_t blk = c->blk_bytes, winb = (size_t)c->win_cap * c->d * sizeof(float);
+    size_t winb = (size_t)c->win_cap * c->d * sizeof(float);
     size_t sinkb = (size_t)c->cfg.sinks * c->d * sizeof(float);
     if (c->streams)
         for (int l = 0; l < c->cfg.n_layers; l++)
             for (int h = 0; h < c->n_kv; h++) {
+                const size_t blk = kvs_layer_blk_bytes(c, l);
                 kvs_stream *s = kvs_stream_at(c, l, h);
                 if (s->blk) {
                     for (size_t i = 0; i < maxg; i++) cache_release(c, s->blk[i], blk);
@@ -146,7 +190,8 @@ void kvs_cache_free(kvs_cache *c) {
             cache_release(c, ly->norm, maxg * sizeof(float *));
         }
     cache_release(c, c->plan.drop, (size_t)c->cfg.n_layers * c->n_kv * c->plan.n_blocks * sizeof(int32_t));
-    cache_release(c, c->bases, kvs__lowrank_floats(&c->cfg) * sizeof(float));
+    cache_release(c, c->bases, c->bases_floats * sizeof(float));
+    cache_release(c, c->lm, (size_t)c->cfg.n_layers * sizeof(kvs_method));
     cache_release(c, c->rope_cs, (size_t)c->cfg.max_tokens * c->d * sizeof(float));
     cache_release(c, c->streams, (size_t)c->cfg.n_layers * c->n_kv * sizeof(kvs_stream));
     cache_release(c, c->layers, (size_t)c->cfg.n_layers * sizeof(kvs_layer));
@@ -162,14 +207,22 @@ kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *all
     kvs_status st = kvs_config_validate(cfg);
     if (st) return st;
     sizes sz;
-    kvs_method m;
-    kvs__method_resolve(cfg, &m);
-    if (!compute_sizes(cfg, &m, &sz)) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: cache size overflows");
-    if (sz.fixed > ((size_t)1 << 40)) /* tables and windows alone beyond 1 TiB: refuse before allocating */
+    kvs_method m, *lm;
+    if ((st = resolve(cfg, &m, &lm))) return st;
+    if (!compute_sizes(cfg, &m, lm, &sz)) {
+        free(lm);
+        return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: cache size overflows");
+    }
+    if (sz.fixed > ((size_t)1 << 40)) { /* tables and windows alone beyond 1 TiB: refuse before allocating */
+        free(lm);
         return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: fixed part alone needs %zu bytes", sz.fixed);
+    }
     const kvs_allocator mem = alloc ? *alloc : (kvs_allocator){libc_alloc, libc_free, NULL};
     kvs_cache *c = mem.alloc(mem.user, sizeof *c);
-    if (!c) return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: out of memory");
+    if (!c) {
+        free(lm);
+        return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: out of memory");
+    }
     memset(c, 0, sizeof *c);
     c->mem = mem;
     c->bytes = sizeof *c;
@@ -181,40 +234,51 @@ kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *all
     c->g = m.g;
     c->win_cap = m.window + m.unit;
     c->max_groups = (cfg->max_tokens + cfg->group - 1) / cfg->group;
-    c->blk_bytes = m.key.bytes + m.value.bytes;
     size_t maxg = (size_t)c->max_groups, L = (size_t)cfg->n_layers;
     size_t winb = (size_t)c->win_cap * c->d * sizeof(float), sinkb = (size_t)cfg->sinks * c->d * sizeof(float);
     c->layers = cache_alloc(c, L * sizeof(kvs_layer));
     c->streams = cache_alloc(c, L * c->n_kv * sizeof(kvs_stream));
     if (!c->layers || !c->streams) goto oom;
+    if (lm) { /* low-rank: the layers' plans (ranks per layer) */
+        if (!(c->lm = cache_alloc(c, L * sizeof(kvs_method)))) goto oom;
+        memcpy(c->lm, lm, L * sizeof(kvs_method));
+    }
     for (size_t l = 0; l < L; l++) {
         if (m.token_norm && !(c->layers[l].norm = cache_alloc(c, maxg * sizeof(float *)))) goto oom;
         for (int h = 0; h < c->n_kv; h++) {
             kvs_stream *s = kvs_stream_at(c, (int)l, h);
-            s->m = &c->m;
+            s->m = kvs_layer_plan(c, (int)l);
             if (!(s->blk = cache_alloc(c, maxg * sizeof(uint8_t *)))) goto oom;
             if (sinkb && (!(s->sink_k = cache_alloc(c, sinkb)) || !(s->sink_v = cache_alloc(c, sinkb)))) goto oom;
             if (!(s->win_k = cache_alloc(c, winb)) || !(s->win_v = cache_alloc(c, winb))) goto oom;
         }
     }
-    if (cfg->rank_k) { /* low-rank: the bases copied out of the calibration, a pointer per stream */
-        if (!(c->bases = cache_alloc(c, kvs__lowrank_floats(cfg) * sizeof(float))) ||
+    if (lm) { /* low-rank: the bases copied out of the calibration, a pointer per stream */
+        c->bases_floats = bases_floats(cfg, lm);
+        if (!(c->bases = cache_alloc(c, c->bases_floats * sizeof(float))) ||
             !(c->rope_cs = cache_alloc(c, (size_t)cfg->max_tokens * c->d * sizeof(float))))
             goto oom;
         kvs_rope_table(c->rope_cs, cfg->max_tokens, c->d, 0, m.rope_base); /* keys are rebuilt and turned per step */
-        const size_t d = (size_t)c->d, rk = (size_t)cfg->rank_k, rv = (size_t)cfg->rank_v;
-        float *pv = c->bases + L * d * rk;
-        kvs__lowrank_fill(cfg, c->bases, pv);
+        int *r = malloc(sizeof(int) * 2 * L);
+        float **p = malloc(sizeof(float *) * 2 * L);
+        if (!r || !p) {
+            free(r), free(p);
+            goto oom;
+        }
+        for (size_t l = 0; l < L; l++) r[l] = lm[l].key.dim, r[L + l] = lm[l].value.dim;
+        kvs__lowrank_fill(cfg, r, r + L, c->bases, p, p + L);
         for (size_t l = 0; l < L; l++)
             for (int h = 0; h < c->n_kv; h++) {
                 kvs_stream *s = kvs_stream_at(c, (int)l, h);
-                s->pkt = c->bases + l * d * rk;
-                s->pv = pv + (l * c->n_kv + (size_t)h) * d * rv;
+                s->pkt = p[l];
+                s->pv = p[L + l] + (size_t)h * c->d * lm[l].value.dim;
             }
+        free(r), free(p);
     }
     if (cfg->evict != KVS_EVICT_NONE) { /* resolved once; copied into the cache's own memory */
         kvs_evict_plan plan;
         if ((st = kvs__evict_plan(cfg, &plan))) {
+            free(lm);
             kvs_cache_free(c);
             return st;
         }
@@ -226,6 +290,8 @@ kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *all
         if (!c->plan.drop) goto oom;
         for (size_t x = 0; x < L * c->n_kv; x++) c->streams[x].drop = c->plan.drop + x * c->plan.n_blocks;
     }
+    free(lm);
+    lm = NULL;
     if (c->bytes != sz.fixed) { /* the formula in compute_sizes must describe what we allocate */
         kvs_cache_free(c);
         return kvs_report(KVS_ERR_INTERNAL, "kvs_cache_create: accounting mismatch");
@@ -233,6 +299,7 @@ kvs_status kvs_cache_create_with(const kvs_config *cfg, const kvs_allocator *all
     *out = c;
     return KVS_OK;
 oom:
+    free(lm);
     kvs_cache_free(c);
     return kvs_report(KVS_ERR_NOMEM, "kvs_cache_create: out of memory for %d layers x %d KV heads x %d tokens",
                       cfg->n_layers, cfg->n_kv_heads, cfg->max_tokens);
@@ -242,8 +309,8 @@ kvs_status kvs_cache_create(const kvs_config *cfg, kvs_cache **out) { return kvs
 
 void kvs_cache_reset(kvs_cache *c) {
     if (!c) return;
-    const size_t blk = c->blk_bytes;
     for (int l = 0; l < c->cfg.n_layers; l++) {
+        const size_t blk = kvs_layer_blk_bytes(c, l);
         kvs_layer *ly = &c->layers[l];
         for (int h = 0; h < c->n_kv; h++) {
             kvs_stream *s = kvs_stream_at(c, l, h);
@@ -324,7 +391,7 @@ static void leave_window(kvs_cache *c, int layer, float *tmp) {
         }
     }
     float *norm = ly->norm ? ly->norm[grp] : NULL;
-    if (U == c->G) kvs__pack_group(c, kt, vt, blocks, norm);
+    if (U == c->G) kvs__pack_group(c, layer, (long long)c->m.sinks + ly->n_quant, kt, vt, blocks, norm);
     else kvs__pack_token(c, layer, (long long)c->m.sinks + ly->n_quant, kt, vt, blocks, ly->n_quant % c->G, norm);
     ly->win_head = (ly->win_head + U) % c->win_cap;
     ly->n_win -= U;
@@ -344,7 +411,7 @@ static void evict(kvs_cache *c, int layer) {
         for (int b = 0; b < full; b++) {
             if (drop[b] > t || !s->blk[b * gpb]) continue;
             for (int gi = b * gpb; gi < (b + 1) * gpb; gi++) {
-                cache_release(c, s->blk[gi], c->blk_bytes);
+                cache_release(c, s->blk[gi], kvs_layer_blk_bytes(c, layer));
                 s->blk[gi] = NULL;
             }
         }
@@ -397,7 +464,7 @@ static kvs_status append(kvs_cache *c, int layer, int n, const float *k, const f
     long long s1, q1, w1;
     kvs__counts(&c->m, have + n, &s1, &q1, &w1);
     const int g0 = ly->n_groups, g1 = (int)((q1 + G - 1) / G);
-    const size_t blk = c->blk_bytes;
+    const size_t blk = kvs_layer_blk_bytes(c, layer);
     float *tmp = NULL;
     if (q1 > ly->n_quant) {
         tmp = malloc((size_t)2 * H * U * d * sizeof(float));

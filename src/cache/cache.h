@@ -44,18 +44,26 @@ typedef struct {
 
 struct kvs_cache {
     kvs_config cfg;    /* as given; only creation and the accessors read it */
-    kvs_method m;      /* the plan every stream runs today (plan.h) */
+    kvs_method m;      /* the plan every stream runs (plan.h); a low-rank cache's layers run lm[layer] */
+    kvs_method *lm;    /* low-rank: per-layer plans [n_layers] (ranks per layer), or NULL */
     kvs_allocator mem;
     int G, d, n_kv, g; /* group, head_dim, KV heads, query heads per KV head */
     int win_cap, max_groups;
-    size_t blk_bytes;  /* one group block: key part then value part */
     size_t bytes;      /* exact payload bytes allocated now */
     kvs_layer *layers;     /* [n_layers] */
     kvs_stream *streams;   /* [n_layers * n_kv] */
     kvs_evict_plan plan;   /* eviction: drop times (plan.drop through the allocator), or n_blocks 0 */
     float *bases;          /* low-rank plans: the cache's copy of its bases (cache/lowrank.h), or NULL */
+    size_t bases_floats;
     float *rope_cs;        /* low-rank plans: RoPE angles of every position, [max_tokens][d/2][2] (cos, sin) */
 };
+
+/* The plan of a layer's streams, and the bytes of one of its group blocks (key part then value part). */
+static inline const kvs_method *kvs_layer_plan(const struct kvs_cache *c, int layer) { return c->lm ? &c->lm[layer] : &c->m; }
+static inline size_t kvs_layer_blk_bytes(const struct kvs_cache *c, int layer) {
+    const kvs_method *m = kvs_layer_plan(c, layer);
+    return m->key.bytes + m->value.bytes;
+}
 
 static inline kvs_stream *kvs_stream_at(const struct kvs_cache *c, int layer, int h) {
     return &c->streams[(size_t)layer * c->n_kv + h];

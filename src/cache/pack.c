@@ -2,6 +2,8 @@
  * token over all KV heads of the layer, then the codecs of quant/. */
 #include "pack.h"
 
+#include <string.h>
+
 #include "../methods/methods.h"
 #include "../quant/quant.h"
 
@@ -27,8 +29,14 @@ static void rotate_values(const struct kvs_cache *c, float *x, int n) {
         for (int r = 0; r < c->n_kv * n; r++) kvs_fwht(x + (size_t)r * c->d, c->d);
 }
 
-void kvs__pack_group(const struct kvs_cache *c, float *k, float *v, uint8_t *const *blocks, float *norm) {
+static void lowrank_group(const struct kvs_cache *c, int layer, long long pos0, float *k, float *v, uint8_t *const *blocks);
+
+void kvs__pack_group(const struct kvs_cache *c, int layer, long long pos0, float *k, float *v, uint8_t *const *blocks, float *norm) {
     const int G = c->G, d = c->d;
+    if (kvs_layer_plan(c, layer)->key.layout == KVS_LAYOUT_LOWRANK) {
+        lowrank_group(c, layer, pos0, k, v, blocks);
+        return;
+    }
     transform_keys(c, k, G, norm);
     rotate_values(c, v, G);
     for (int h = 0; h < c->n_kv; h++) {
@@ -52,20 +60,43 @@ static void coefficients_t(const float *Pt, const float *x, int d, int r, float 
     }
 }
 
+/* affine INTb coefficients (keys per coefficient over the G tokens, values per token): the G
+ * tokens' coefficients first, then the codecs on [G][rank] as on [G][d] */
+static void lowrank_group(const struct kvs_cache *c, int layer, long long pos0, float *k, float *v, uint8_t *const *blocks) {
+    const int G = c->G, d = c->d;
+    const kvs_method *m = kvs_layer_plan(c, layer);
+    const int rk = m->key.dim, rv = m->value.dim;
+    for (int h = 0; h < c->n_kv; h++) {
+        const kvs_stream *s = kvs_stream_at(c, layer, h);
+        float *kh = k + (size_t)h * G * d, *vh = v + (size_t)h * G * d;
+        for (int t = 0; t < G; t++) { /* in place: row t's coefficients fit in the first rank floats of row t */
+            float coef[1024];
+            kvs_rope_rows(kh + (size_t)t * d, 1, 1, d, -(pos0 + t), m->rope_base);
+            coefficients_t(s->pkt, kh + (size_t)t * d, d, rk, coef);
+            memcpy(kh + (size_t)t * rk, coef, sizeof(float) * rk); /* rows packed to [G][rk]: t * rk <= t * d */
+            coefficients(s->pv, vh + (size_t)t * d, d, rv, coef);
+            memcpy(vh + (size_t)t * rv, coef, sizeof(float) * rv);
+        }
+        kvs_quant_keys(m->key.type, kh, G, rk, blocks[h]);
+        kvs_quant_values(m->value.type, vh, G, rv, blocks[h] + m->key.bytes);
+    }
+}
+
 void kvs__pack_token(const struct kvs_cache *c, int layer, long long pos, float *k, float *v, uint8_t *const *blocks,
                      int row, float *norm) {
     const int G = c->G, d = c->d;
-    if (c->m.key.layout == KVS_LAYOUT_LOWRANK) { /* no rotation, norm or Jensen with low rank (validated) */
-        const int rk = c->m.key.dim, rv = c->m.value.dim;
+    const kvs_method *m = kvs_layer_plan(c, layer);
+    if (m->key.layout == KVS_LAYOUT_LOWRANK) { /* no rotation, norm or Jensen with low rank (validated) */
+        const int rk = m->key.dim, rv = m->value.dim;
         float coef[1024];
         for (int h = 0; h < c->n_kv; h++) {
             const kvs_stream *s = kvs_stream_at(c, layer, h);
             float *kh = k + (size_t)h * d;
-            kvs_rope_rows(kh, 1, 1, d, -pos, c->m.rope_base); /* the cache holds keys after RoPE: turn back */
+            kvs_rope_rows(kh, 1, 1, d, -pos, m->rope_base); /* the cache holds keys after RoPE: turn back */
             coefficients_t(s->pkt, kh, d, rk, coef);
-            kvs_quant_key_token(c->m.key.type, coef, G, rk, row, blocks[h]);
+            kvs_quant_key_token(m->key.type, coef, G, rk, row, blocks[h]);
             coefficients(s->pv, v + (size_t)h * d, d, rv, coef);
-            kvs_quant_value_token(c->m.value.type, coef, G, rv, row, blocks[h] + c->m.key.bytes);
+            kvs_quant_value_token(m->value.type, coef, G, rv, row, blocks[h] + m->key.bytes);
         }
         return;
     }

@@ -21,11 +21,6 @@ static kvs_codec codec(kvs_type t, int G, int d, int is_key) {
 void kvs__method_resolve(const kvs_config *cfg, kvs_method *m) {
     m->key = codec(cfg->k_type, cfg->group, cfg->head_dim, 1);
     m->value = codec(cfg->v_type, cfg->group, cfg->head_dim, 0);
-    if (cfg->rank_k) { /* coefficient rows (fp32 or fp16, per token: validated) */
-        m->key = codec(cfg->k_type, cfg->group, cfg->rank_k, 1);
-        m->value = codec(cfg->v_type, cfg->group, cfg->rank_v, 0);
-        m->key.layout = m->value.layout = KVS_LAYOUT_LOWRANK;
-    }
     m->G = cfg->group;
     m->d = cfg->head_dim;
     m->g = cfg->n_heads / cfg->n_kv_heads;
@@ -42,6 +37,13 @@ void kvs__method_resolve(const kvs_config *cfg, kvs_method *m) {
     m->rope = cfg->rope == KVS_ROPE_ADJACENT;
     m->rope_base = cfg->rope_base;
     m->n_threads = cfg->n_threads;
+}
+
+void kvs__method_ranks(const kvs_config *cfg, int rank_k, int rank_v, kvs_method *m) {
+    m->key = codec(cfg->k_type, cfg->group, rank_k, 1); /* coefficient rows, per token (validated) */
+    m->value = codec(cfg->v_type, cfg->group, rank_v, 0);
+    m->key.layout = m->value.layout = KVS_LAYOUT_LOWRANK;
+    m->rotate = 0; /* rotate=hadamard turns the coefficient space: it lives in the bases (P H), not in q or the output */
 }
 
 const char *kvs__layout_name(kvs_layout l) {

@@ -4,8 +4,8 @@
  * re-tested in five files.
  *
  * A plan belongs to a stream: every (layer, KV head) stream points at the plan it runs and at its
- * own eviction schedule. Today one plan serves all streams of a cache; per-layer plans (low-rank
- * keys with ranks per layer) give streams different plans without touching the kernels' contract. */
+ * own eviction schedule. One plan serves all streams of a cache, except low-rank caches, whose
+ * layers each have a plan (ranks per layer); what differs is only the codecs' width and bytes. */
 #ifndef KVS_CACHE_PLAN_H
 #define KVS_CACHE_PLAN_H
 #include <stddef.h>
@@ -19,7 +19,7 @@ typedef enum {
     KVS_LAYOUT_AFFINE = 1, /* affine INTb, one code row per channel (keys) or token (values) */
     KVS_LAYOUT_PAIRED = 2, /* affine INT2/INT4 in the integer multiply-add order */
     KVS_LAYOUT_ANY = 3,    /* kernel tables only: matches every layout */
-    KVS_LAYOUT_LOWRANK = 4 /* StiefAttention: per-token rows of `dim` coefficients (fp32, fp16) in the
+    KVS_LAYOUT_LOWRANK = 4 /* StiefAttention: per-token rows of `dim` coefficients (fp32, fp16, q8_0, q4_0) in the
                               stream's basis; keys before RoPE (cache/lowrank.h) */
 } kvs_layout;
 
@@ -49,8 +49,11 @@ typedef struct kvs_method {
     int n_threads;        /* 0 = all */
 } kvs_method;
 
-/* Resolve a validated config. Never fails: validation already refused what has no plan. */
+/* Resolve a validated config. Never fails: validation already refused what has no plan. A low-rank
+ * config resolves here to its full-width plan; kvs__method_ranks then makes a layer's plan store
+ * rank_k, rank_v coefficients (cache/lowrank.h gives the ranks). */
 void kvs__method_resolve(const kvs_config *cfg, kvs_method *m);
+void kvs__method_ranks(const kvs_config *cfg, int rank_k, int rank_v, kvs_method *m);
 /* "int2/paired", "q8_0/rows", ...: what info and tests print. */
 const char *kvs__layout_name(kvs_layout l);
 #endif

@@ -55,7 +55,7 @@ kvs_status kvs__view_build(const struct kvs_cache *c, int layer, int n, const fl
     /* the first group this chunk changes: the cache's partial last group, or the next new one */
     const int first_new = q_last > ly->n_quant ? ly->n_quant / G : ng;
     const int n_new = ng - first_new;
-    const size_t blk = c->blk_bytes, stride = (blk + 63) & ~(size_t)63, ptrs = (size_t)H * ng + (ly->norm ? (size_t)ng : 0);
+    const size_t blk = kvs_layer_blk_bytes(c, layer), stride = (blk + 63) & ~(size_t)63, ptrs = (size_t)H * ng + (ly->norm ? (size_t)ng : 0);
     const size_t scratch = q_last > ly->n_quant ? (size_t)2 * H * U * d : 0;
     /* one allocation: pointer tables | vis | provisional norms | scratch floats | blocks */
     const size_t bytes = ptrs * sizeof(void *) + (size_t)n * sizeof(int) + (size_t)n_new * G * sizeof(float) +
@@ -95,7 +95,7 @@ kvs_status kvs__view_build(const struct kvs_cache *c, int layer, int n, const fl
         for (int h = 0; h < H; h++) blocks[h] = pblk + ((size_t)pi * H + h) * stride;
         float *norm = ly->norm ? pnorm + (size_t)pi * G : NULL;
         gather(c, layer, k, v, view->cs, u, U, kt, vt);
-        if (U == G) kvs__pack_group(c, kt, vt, blocks, norm);
+        if (U == G) kvs__pack_group(c, layer, (long long)c->m.sinks + tok, kt, vt, blocks, norm);
         else kvs__pack_token(c, layer, (long long)c->m.sinks + tok, kt, vt, blocks, tok % G, norm);
     }
     return KVS_OK;

@@ -39,6 +39,7 @@ kvs_config kvs_config_default(void) {
     c.rope_base = 10000.0f;
     c.rank_k = c.rank_v = 0;
     c.basis = KVS_BASIS_LEARNED;
+    c.rank_budget = 0.0f;
     return c;
 }
 
@@ -173,14 +174,20 @@ static int apply_kv(kvs_config *c, const char *k, size_t kl, const char *v, size
         return 1;
     }
     if (KEY("rope_base")) return parse_float(v, vl, 1.0001f, 1e9f, &c->rope_base);
-    if (KEY("stiefel")) { /* RK/RV */
+    if (KEY("stiefel")) { /* RK/RV, auto or auto:CR */
+        if (vl >= 4 && memcmp(v, "auto", 4) == 0) {
+            c->rank_k = c->rank_v = KVS_RANK_AUTO;
+            c->rank_budget = 0.0f;
+            return vl == 4 || (v[4] == ':' && parse_float(v + 5, vl - 5, 1e-6f, 1.0f, &c->rank_budget));
+        }
+        c->rank_budget = 0.0f;
         const char *slash = memchr(v, '/', vl);
         if (!slash) return 0;
         const size_t a = (size_t)(slash - v);
         return parse_int(v, a, 0, 1 << 20, &c->rank_k) && parse_int(slash + 1, vl - a - 1, 0, 1 << 20, &c->rank_v);
     }
     if (KEY("basis")) {
-        if ((i = lookup(g_basis_names, 2, v, vl)) < 0) return 0; /* eigen: not a cache option yet */
+        if ((i = lookup(g_basis_names, N_NAMES(g_basis_names), v, vl)) < 0) return 0;
         c->basis = (kvs_basis)i;
         return 1;
     }
@@ -211,6 +218,7 @@ kvs_status kvs_config_parse(kvs_config *cfg, const char *text) {
     if (!cfg || !text) return kvs_report(KVS_ERR_ARG, "kvs_config_parse: NULL argument");
     kvs_config c = *cfg;
     const char *p = text;
+    int budget_given = 0;
     for (;;) {
         while (*p == ' ' || *p == '\t') p++;
         const char *item = p;
@@ -232,6 +240,7 @@ kvs_status kvs_config_parse(kvs_config *cfg, const char *text) {
             if (kl == 5 && memcmp(item, "calib", 5) == 0)
                 return kvs_report(KVS_ERR_CONFIG, "config: calib= at offset %zu names a file; the library takes a loaded "
                                   "calibration in cfg.calib (kvs_calib_load; the kvslim tool reads calib=PATH)", off);
+            budget_given |= kl == 6 && memcmp(item, "budget", 6) == 0;
             int r = apply_kv(&c, item, kl, eq + 1, vl);
             if (r < 0)
                 return kvs_report(KVS_ERR_CONFIG, "config: unknown key '%.*s' at offset %zu", (int)kl, item, off);
@@ -241,6 +250,12 @@ kvs_status kvs_config_parse(kvs_config *cfg, const char *text) {
         }
         if (*p == 0) break;
         p++; /* skip ',' */
+    }
+    /* stiefel=auto,budget=CR: without eviction the budget is the rank allocator's (with heatkv= or
+     * evict= it stays theirs, and auto:CR names the rank budget) */
+    if (budget_given && c.rank_k == KVS_RANK_AUTO && c.rank_budget == 0.0f && c.evict == KVS_EVICT_NONE) {
+        c.rank_budget = c.budget;
+        c.budget = 1.0f;
     }
     kvs_status s = kvs_config_validate(&c);
     if (s != KVS_OK) return s;
@@ -285,11 +300,22 @@ kvs_status kvs_config_validate(const kvs_config *c) {
     if (c->n_threads < 0 || c->n_threads > 1024) BAD("config: threads=%d out of range [0, 1024]", c->n_threads);
     if (c->rope != KVS_ROPE_NONE && c->rope != KVS_ROPE_ADJACENT) BAD("config: rope %d unknown", (int)c->rope);
     if (!(c->rope_base > 1.0f && c->rope_base <= 1e9f)) BAD("config: rope_base=%g out of range (1, 1e9]", (double)c->rope_base);
-    if (c->basis != KVS_BASIS_PCA && c->basis != KVS_BASIS_LEARNED) BAD("config: basis %d is not a cache option (pca, learned)", (int)c->basis);
+    if (c->basis != KVS_BASIS_PCA && c->basis != KVS_BASIS_LEARNED && c->basis != KVS_BASIS_EIGEN)
+        BAD("config: basis %d unknown (pca, learned, eigen)", (int)c->basis);
+    if (!(c->rank_budget >= 0.0f && c->rank_budget <= 1.0f)) BAD("config: rank budget %g out of range [0, 1]", (double)c->rank_budget);
     const kvs_status lr = kvs__lowrank_validate(c);
     if (lr) return lr;
 #undef BAD
     return kvs__evict_validate(c);
+}
+
+kvs_status kvs_config_ranks(const kvs_config *c, int *rank_k, int *rank_v) {
+    if (!c || !rank_k || !rank_v) return kvs_report(KVS_ERR_ARG, "kvs_config_ranks: NULL argument");
+    const kvs_status st = kvs_config_validate(c);
+    if (st) return st;
+    if (c->rank_k || c->rank_v) return kvs__lowrank_ranks(c, rank_k, rank_v);
+    for (int l = 0; l < c->n_layers; l++) rank_k[l] = rank_v[l] = 0;
+    return KVS_OK;
 }
 
 /* The shortest decimal that parses back to the same float ("0.2", not "0.200000003"). */
@@ -334,8 +360,12 @@ size_t kvs_config_format(const kvs_config *c, char *buf, size_t cap) {
             (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",rope=%s,rope_base=%s", name_of(g_rope_names, N_NAMES(g_rope_names), (int)c->rope),
                           short_float(c->rope_base, f32))) > 0)
             n += m;
+        char ranks[48];
+        if (c->rank_k == KVS_RANK_AUTO && c->rank_budget > 0.0f) snprintf(ranks, sizeof ranks, "auto:%s", short_float(c->rank_budget, f32));
+        else if (c->rank_k == KVS_RANK_AUTO) snprintf(ranks, sizeof ranks, "auto");
+        else snprintf(ranks, sizeof ranks, "%d/%d", c->rank_k, c->rank_v);
         if (n < (int)sizeof tmp && (c->rank_k || c->rank_v) &&
-            (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",stiefel=%d/%d,basis=%s", c->rank_k, c->rank_v,
+            (m = snprintf(tmp + n, sizeof tmp - (size_t)n, ",stiefel=%s,basis=%s", ranks,
                           name_of(g_basis_names, N_NAMES(g_basis_names), (int)c->basis))) > 0)
             n += m;
     }

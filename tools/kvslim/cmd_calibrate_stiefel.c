@@ -36,8 +36,12 @@ enum { MAX_PROFILE = 64 };
 typedef struct {
     double err[2], cos[2], f_train[2], prof[MAX_PROFILE];
     int steps, eigen_rank; /* EigenAttention's rule on the eigenvalues (values: the largest over heads) */
-    float *pca, *learned;
+    int rank;              /* the fitted rank */
+    float *pca, *learned;  /* [m][d][d] each (learned: [m][d][rank] in it) */
 } result;
+
+/* what a pass over a layer does: PCA and the profiles, the descent at res->rank, or both */
+enum { PASS_PROFILE = 1, PASS_FIT = 2, PASS_BOTH = 3 };
 
 /* the first q columns of each block of P [m][d][d] into Q [m][d][q] */
 static void truncate_basis(const double *P, double *Q, int m, int d, int q) {
@@ -55,9 +59,9 @@ static double *to_double(const float *w, size_t n) {
 
 /* PCA then descent for one kind (keys: one basis from every KV head's rows; values: one per head);
  * both bases scored on the held-out sequences, PCA also at every profile rank */
-static kvs_status fit_kind(kvs_lr_fit *train, kvs_lr_fit *held, int which, int Hkv, int d, int r, int steps, const int *pr,
-                           int n_pr, double tau, result *res) {
-    const int m = which == KVS_LR_KEYS ? 1 : Hkv, N = kvs_lr_fit_tokens(train);
+static kvs_status fit_kind(kvs_lr_fit *train, kvs_lr_fit *held, int which, int Hkv, int d, int steps, const int *pr,
+                           int n_pr, double tau, int pass, result *res) {
+    const int m = which == KVS_LR_KEYS ? 1 : Hkv, N = kvs_lr_fit_tokens(train), r = res->rank;
     double *Pf = malloc(sizeof(double) * m * d * d), *P = malloc(sizeof(double) * m * d * d);
     double *C = malloc(sizeof(double) * d * d), *eig = malloc(sizeof(double) * d);
     kvs_status s = KVS_OK;
@@ -66,6 +70,10 @@ static kvs_status fit_kind(kvs_lr_fit *train, kvs_lr_fit *held, int which, int H
         goto done;
     }
     const double *X = kvs_lr_fit_kv(train, which);
+    if (!(pass & PASS_PROFILE)) { /* the PCA bases of the profile pass */
+        for (size_t i = 0; i < (size_t)m * d * d; i++) Pf[i] = res->pca[i];
+        goto fit;
+    }
     for (int b = 0; b < m && !s; b++) {
         memset(C, 0, sizeof(double) * d * d);
         for (int h = 0; h < Hkv && !s; h++)
@@ -79,7 +87,14 @@ static kvs_status fit_kind(kvs_lr_fit *train, kvs_lr_fit *held, int which, int H
         truncate_basis(Pf, P, m, d, pr[i]);
         kvs_lr_problem oh = {held, which, pr[i]};
         res->prof[i] = sqrt(kvs_lr_fit_f(&oh, P, NULL));
+        if (!isfinite(res->prof[i])) {
+            s = kvs_report(KVS_ERR_NONFINITE, "calibrate stiefel: a profile error is not finite");
+            goto done;
+        }
     }
+    for (size_t i = 0; i < (size_t)m * d * d; i++) res->pca[i] = (float)Pf[i];
+    if (!(pass & PASS_FIT)) goto done;
+fit:
     truncate_basis(Pf, P, m, d, r);
     kvs_lr_problem ot = {train, which, r}, oh = {held, which, r};
     res->f_train[0] = kvs_lr_fit_f(&ot, P, NULL);
@@ -92,13 +107,10 @@ static kvs_status fit_kind(kvs_lr_fit *train, kvs_lr_fit *held, int which, int H
     res->f_train[1] = rep.f, res->steps = rep.steps;
     res->err[1] = sqrt(kvs_lr_fit_f(&oh, P, NULL));
     res->cos[1] = kvs_lr_fit_cosine(held);
-    double sum = res->err[0] + res->err[1] + res->f_train[0];
-    for (int i = 0; i < n_pr; i++) sum += res->prof[i];
-    if (!isfinite(sum)) {
+    if (!isfinite(res->err[0] + res->err[1] + res->f_train[0])) {
         s = kvs_report(KVS_ERR_NONFINITE, "calibrate stiefel: a layer error is not finite");
         goto done;
     }
-    for (size_t i = 0; i < (size_t)m * d * d; i++) res->pca[i] = (float)Pf[i];
     for (size_t i = 0; i < (size_t)m * d * r; i++) res->learned[i] = (float)P[i];
 done:
     free(Pf), free(P), free(C), free(eig);
@@ -106,8 +118,8 @@ done:
 }
 
 /* one layer: its weights in double, the training and held-out problems, keys and values */
-static kvs_status fit_layer(const kvs_llama *m, int l, const float *X, int seqs, int held, int T, int r, int steps,
-                            const int *pr, int n_pr, double tau, result res[2]) {
+static kvs_status fit_layer(const kvs_llama *m, int l, const float *X, int seqs, int held, int T, int steps, const int *pr,
+                            int n_pr, double tau, int pass, result res[2]) {
     const kvs_llama_hparams *hp = kvs_llama_params(m);
     const int D = hp->n_embd, d = hp->head_dim, Hq = hp->n_head, Hkv = hp->n_head_kv, F = hp->n_ff;
     kvs_llama_layer_weights lw;
@@ -133,7 +145,7 @@ static kvs_status fit_layer(const kvs_llama *m, int l, const float *X, int seqs,
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(2) schedule(static)
 #endif
-    for (int which = 0; which < 2; which++) ks[which] = fit_kind(tr[which], ho[which], which, Hkv, d, r, steps, pr, n_pr, tau, &res[which]);
+    for (int which = 0; which < 2; which++) ks[which] = fit_kind(tr[which], ho[which], which, Hkv, d, steps, pr, n_pr, tau, pass, &res[which]);
     s = ks[0] ? ks[0] : ks[1];
 done:
     for (int k = 0; k < 2; k++) kvs_lr_fit_free(tr[k]), kvs_lr_fit_free(ho[k]);
@@ -142,7 +154,7 @@ done:
     return s;
 }
 
-static void write_svg(const char *path, const result *res, int L, int r) {
+static void write_svg(const char *path, const result *res, int L, const char *ranks) {
     FILE *f = fopen(path, "w");
     if (!f) return;
     const int W = 720, H = 300, x0 = 60, y0 = 40, pw = W - x0 - 20, ph = H - y0 - 50;
@@ -151,7 +163,7 @@ static void write_svg(const char *path, const result *res, int L, int r) {
     top = top > 0 ? top * 1.1 : 1;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n", W, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%d\" y=\"20\" font-size=\"14\">Held-out relative "
-               "decoder-layer output error at rank %d of 64, per layer</text>\n", x0, r);
+               "decoder-layer output error at %s, per layer</text>\n", x0, ranks);
     const char *col[2][2] = {{"#9ecae1", "#08519c"}, {"#fdae6b", "#a63603"}}; /* [keys, values][PCA, learned] */
     const char *name[2][2] = {{"keys PCA", "keys learned"}, {"values PCA", "values learned"}};
     for (int k = 0; k < 2; k++)
@@ -168,6 +180,46 @@ static void write_svg(const char *path, const result *res, int L, int r) {
             y0 + 4, top, x0 - 4, y0 + ph);
     fprintf(f, "</svg>\n");
     fclose(f);
+}
+
+/* The ranks stiefel=auto:CR will pick from this calibration: the library's own allocation, run on
+ * the PCA set and the profiles just measured, so that the learned set fitted at them is the one
+ * the cache accepts (fp16 coefficient rows: every rank is allowed, costs proportional to it). */
+static kvs_status allocate_ranks(const kvs_llama *m, result *res, int L, const cli_ints *pr, double budget) {
+    const kvs_llama_hparams *hp = kvs_llama_params(m);
+    kvs_calib *cal = NULL;
+    int *rd = malloc(sizeof(int) * L), *rk = malloc(sizeof(int) * L), *rv = malloc(sizeof(int) * L);
+    const float **kp = malloc(sizeof(float *) * L), **vp = malloc(sizeof(float *) * L);
+    double *err = malloc(sizeof(double) * 2 * L * pr->n);
+    kvs_status s = KVS_OK;
+    if (!rd || !rk || !rv || !kp || !vp || !err) s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory");
+    for (int l = 0; !s && l < L; l++) {
+        rd[l] = hp->head_dim, kp[l] = res[2 * l].pca, vp[l] = res[2 * l + 1].pca;
+        for (int k = 0; k < 2; k++)
+            for (int i = 0; i < pr->n; i++) err[((size_t)k * L + l) * pr->n + i] = res[2 * l + k].prof[i];
+    }
+    if (!s) s = kvs_calib_create("allocation", kvs_llama_identity(m), L, hp->n_head, hp->n_head_kv, hp->head_dim, &cal);
+    if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_PCA, rd, rd, kp, vp);
+    if (!s) s = kvs_calib_set_profiles(cal, pr->n, pr->v, err);
+    if (!s) {
+        kvs_config cfg = kvs_llama_cache_config(m, 8);
+        char spec[96];
+        snprintf(spec, sizeof spec, "fp16,self=exact,rope=adjacent,stiefel=auto:%.6g,basis=pca", budget);
+        cfg.calib = cal, cfg.n_layers = L; /* --layers: the first L */
+        if (!(s = kvs_config_parse(&cfg, spec))) s = kvs_config_ranks(&cfg, rk, rv);
+    }
+    if (!s) {
+        int sum = 0;
+        fprintf(stderr, "\nallocated ranks K/V per layer:");
+        for (int l = 0; l < L; l++) {
+            res[2 * l].rank = rk[l], res[2 * l + 1].rank = rv[l], sum += rk[l] + rv[l];
+            fprintf(stderr, " %d/%d", rk[l], rv[l]);
+        }
+        fprintf(stderr, " (CR %.4f)\n", (double)sum / (2.0 * hp->head_dim * L));
+    }
+    kvs_calib_free(cal);
+    free(rd), free(rk), free(rv), free(kp), free(vp), free(err);
+    return s;
 }
 
 /* EigenAttention's set: the PCA bases truncated to the rule's ranks */
@@ -194,40 +246,40 @@ static kvs_status save_eigen(kvs_calib *cal, const result *res, int L, int d, in
 
 /* the calibration file: PCA bases whole (rank d: any rank is a prefix), learned at the fitted
  * rank, and the error-rank profiles */
-static kvs_status save_calib(const kvs_llama *m, const char *path, const result *res, int L, int r, const cli_ints *pr,
+static kvs_status save_calib(const kvs_llama *m, const char *path, const result *res, int L, const char *ranks, const cli_ints *pr,
                              const char *out) {
     const kvs_llama_hparams *hp = kvs_llama_params(m);
     char name[128];
     cli_model_name(m, path, name, sizeof name);
     kvs_calib *cal = NULL;
-    int *rd = malloc(sizeof(int) * L), *rr = malloc(sizeof(int) * L);
+    int *rd = malloc(sizeof(int) * L), *rr = malloc(sizeof(int) * L), *rv = malloc(sizeof(int) * L);
     const float **kp = malloc(sizeof(float *) * L), **vp = malloc(sizeof(float *) * L);
     const float **kl = malloc(sizeof(float *) * L), **vl = malloc(sizeof(float *) * L);
     double *err = malloc(sizeof(double) * 2 * L * pr->n);
     kvs_status s = KVS_OK;
-    if (!rd || !rr || !kp || !vp || !kl || !vl || !err) s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory");
+    if (!rd || !rr || !rv || !kp || !vp || !kl || !vl || !err) s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory");
     for (int l = 0; !s && l < L; l++) {
-        rd[l] = hp->head_dim, rr[l] = r;
+        rd[l] = hp->head_dim, rr[l] = res[2 * l].rank, rv[l] = res[2 * l + 1].rank;
         kp[l] = res[2 * l].pca, vp[l] = res[2 * l + 1].pca, kl[l] = res[2 * l].learned, vl[l] = res[2 * l + 1].learned;
         for (int k = 0; k < 2; k++)
             for (int i = 0; i < pr->n; i++) err[((size_t)k * L + l) * pr->n + i] = res[2 * l + k].prof[i];
     }
     if (!s) s = kvs_calib_create(name, kvs_llama_identity(m), L, hp->n_head, hp->n_head_kv, hp->head_dim, &cal);
     if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_PCA, rd, rd, kp, vp);
-    if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_LEARNED, rr, rr, kl, vl);
+    if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_LEARNED, rr, rv, kl, vl);
     if (!s) s = save_eigen(cal, res, L, hp->head_dim, hp->n_head_kv);
     if (!s) s = kvs_calib_set_profiles(cal, pr->n, pr->v, err);
     if (!s) s = kvs_calib_save(cal, out);
-    if (!s) fprintf(stderr, "wrote %s: PCA bases (whole), learned bases at rank %d, EigenAttention ranks, profiles at %d ranks\n", out, r, pr->n);
+    if (!s) fprintf(stderr, "wrote %s: PCA bases (whole), learned bases at %s, EigenAttention ranks, profiles at %d ranks\n", out, ranks, pr->n);
     kvs_calib_free(cal);
-    free(rd), free(rr), free(kp), free(vp), free(kl), free(vl), free(err);
+    free(rd), free(rr), free(rv), free(kp), free(vp), free(kl), free(vl), free(err);
     return s;
 }
 
 int cmd_calibrate_stiefel(int argc, char **argv) {
     const char *model = CLI_DEFAULT_MODEL, *text = CLI_DEFAULT_TEXT, *report = "stiefel", *out = NULL;
     int seqs = 4, held = 2, T = 256, rank = 32, steps = 20, layers = 0, start = -1;
-    double tau = 0.9;
+    double tau = 0.9, budget = 0;
     cli_ints pr = {7, {8, 16, 24, 32, 40, 48, 56}};
     const cli_opt opts[] = {
         {"--model", "FILE", OPT_STR, &model, 0, 0, "GGUF model, Llama architecture"},
@@ -236,7 +288,9 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
         {"--seqs", "K", OPT_INT, &seqs, 1, 4096, "training sequences"},
         {"--heldout", "K", OPT_INT, &held, 1, 4096, "held-out sequences after them (scored, not fitted)"},
         {"--seq-len", "T", OPT_INT, &T, 8, 8192, "tokens per sequence"},
-        {"--rank", "R", OPT_INT, &rank, 1, 1024, "rank of the key and value bases (of head_dim)"},
+        {"--rank", "R", OPT_INT, &rank, 1, 1024, "rank of the key and value bases (of head_dim), every layer"},
+        {"--budget", "CR", OPT_NUM, &budget, 0.0, 1.0, "ranks per layer instead: the allocator's under compression ratio CR\n"
+                                                        "(what stiefel=auto:CR picks from these profiles); 0 = --rank"},
         {"--steps", "N", OPT_INT, &steps, 0, 100000, "Stiefel descent steps per basis at most"},
         {"--layers", "N", OPT_INT, &layers, 0, 1 << 16, "fit the first N layers only (0 = all)"},
         {"--eigen-tau", "T", OPT_NUM, &tau, 0.01, 1.0, "EigenAttention's threshold on the singular-value share (its ranks)"},
@@ -250,7 +304,9 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
                          "decoder-layer output error from that start; both scored on --heldout sequences (relative\n"
                          "output error, token cosine), per layer as a table, JSON and SVG; --out stores the bases and\n"
                          "the error-rank profiles in a calibration file (docs/calibration.md, section LRNK), with\n"
-                         "EigenAttention's bases: PCA truncated where the singular-value share reaches --eigen-tau.",
+                         "EigenAttention's bases: PCA truncated where the singular-value share reaches --eigen-tau.\n"
+                         "With --budget the profiles come first, the rank allocator splits the budget over the layers\n"
+                         "(as the cache's stiefel=auto:CR does from the same file), and each layer is fitted at its ranks.",
                          NULL, NULL, 0, opts, CLI_COUNT(opts)};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc != CLI_RUN) return rc;
@@ -295,19 +351,23 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
     in.X = malloc(sizeof(float) * hp->n_layer * (size_t)S * T * D);
     res = calloc((size_t)2 * L, sizeof *res);
     const int d = hp->head_dim, Hkv = hp->n_head_kv;
-    bases = malloc(sizeof(float) * (size_t)L * (1 + Hkv) * d * (d + rank)); /* per layer: K pca, K learned, V pca, V learned */
+    bases = malloc(sizeof(float) * (size_t)L * (1 + Hkv) * d * d * 2); /* per layer: K pca, K learned, V pca, V learned */
     for (int l = 0; res && bases && l < L; l++) {
-        float *at = bases + (size_t)l * (1 + Hkv) * d * (d + rank);
+        float *at = bases + (size_t)l * (1 + Hkv) * d * d * 2;
         res[2 * l].pca = at, res[2 * l].learned = at + (size_t)d * d;
-        res[2 * l + 1].pca = at + (size_t)d * (d + rank), res[2 * l + 1].learned = res[2 * l + 1].pca + (size_t)Hkv * d * d;
+        res[2 * l + 1].pca = at + (size_t)d * d * 2, res[2 * l + 1].learned = res[2 * l + 1].pca + (size_t)Hkv * d * d;
+        res[2 * l].rank = res[2 * l + 1].rank = rank;
     }
     if (!in.X || !res || !bases) {
         fprintf(stderr, "kvslim calibrate stiefel: out of memory for %d x %d layer inputs\n", S, T);
         goto out;
     }
     if (kvs_cache_create(&cfg, &cache) != KVS_OK) goto fail;
-    fprintf(stderr, "kvslim calibrate stiefel: %s, tokens %d .. %lld of %s (%d + %d held-out sequences of %d), rank %d\n",
-            cli_basename(model), start, (long long)start + (long long)S * T, text, seqs, held, T, rank);
+    char ranks[64];
+    if (budget > 0) snprintf(ranks, sizeof ranks, "the allocator's ranks under CR %g", budget);
+    else snprintf(ranks, sizeof ranks, "rank %d", rank);
+    fprintf(stderr, "kvslim calibrate stiefel: %s, tokens %d .. %lld of %s (%d + %d held-out sequences of %d), %s\n",
+            cli_basename(model), start, (long long)start + (long long)S * T, text, seqs, held, T, ranks);
     const double t0 = bench_now();
     kvs_llama_set_input_observer(m, keep_input, &in);
     for (in.seq = 0; in.seq < S; in.seq++) {
@@ -317,22 +377,29 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
     }
     kvs_llama_set_input_observer(m, NULL, NULL);
     const double t1 = bench_now();
-    int fails = 0;
-    for (int l = 0; l < L; l++) {
-        if (fit_layer(m, l, in.X + (size_t)l * S * T * D, seqs, held, T, rank, steps, pr.v, pr.n, tau, res + 2 * l) != KVS_OK) {
-            fails = 1;
-            break;
+    if (budget > 0) { /* profiles of every layer, then the allocation, then the fits */
+        for (int l = 0; l < L; l++) {
+            if (fit_layer(m, l, in.X + (size_t)l * S * T * D, seqs, held, T, steps, pr.v, pr.n, tau, PASS_PROFILE, res + 2 * l) != KVS_OK)
+                goto fail;
+            cli_progress("calibrate stiefel: profiles", l + 1, L, t1);
         }
-        cli_progress("calibrate stiefel: layers", l + 1, L, t1);
+        if (allocate_ranks(m, res, L, &pr, budget) != KVS_OK) goto fail;
     }
-    if (fails) goto fail;
-    printf("\nkvslim calibrate stiefel: held-out relative decoder-layer output error at rank %d (lower is better)\n", rank);
-    printf("| layer | keys PCA | keys learned | values PCA | values learned | steps K/V |\n|---:|---:|---:|---:|---:|---:|\n");
+    const double t2 = bench_now();
+    for (int l = 0; l < L; l++) {
+        if (fit_layer(m, l, in.X + (size_t)l * S * T * D, seqs, held, T, steps, pr.v, pr.n, tau, budget > 0 ? PASS_FIT : PASS_BOTH,
+                      res + 2 * l) != KVS_OK)
+            goto fail;
+        cli_progress("calibrate stiefel: layers", l + 1, L, t2);
+    }
+    printf("\nkvslim calibrate stiefel: held-out relative decoder-layer output error at %s (lower is better)\n", ranks);
+    printf("| layer | ranks K/V | keys PCA | keys learned | values PCA | values learned | steps K/V |\n|---:|---:|---:|---:|---:|---:|---:|\n");
     int wins[2] = {0, 0};
     for (int l = 0; l < L; l++) {
         const result *k = res + 2 * l, *v = k + 1;
         wins[0] += k->err[1] < k->err[0], wins[1] += v->err[1] < v->err[0];
-        printf("| %d | %.4f | %.4f | %.4f | %.4f | %d/%d |\n", l, k->err[0], k->err[1], v->err[0], v->err[1], k->steps, v->steps);
+        printf("| %d | %d/%d | %.4f | %.4f | %.4f | %.4f | %d/%d |\n", l, k->rank, v->rank, k->err[0], k->err[1], v->err[0], v->err[1],
+               k->steps, v->steps);
     }
     printf("learned below PCA on held-out tokens: keys %d of %d layers, values %d of %d (%.0f s)\n", wins[0], L, wins[1], L,
            bench_now() - t0);
@@ -347,7 +414,7 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
     json_begin(&j, f, '{');
     json_str(&j, "model", model);
     json_num(&j, "start", start), json_num(&j, "seqs", seqs), json_num(&j, "heldout", held), json_num(&j, "seq_len", T);
-    json_num(&j, "rank", rank), json_num(&j, "steps", steps), json_num(&j, "eigen_tau", tau);
+    json_num(&j, "rank", budget > 0 ? 0 : rank), json_num(&j, "budget", budget), json_num(&j, "steps", steps), json_num(&j, "eigen_tau", tau);
     json_open(&j, "profile_ranks", '[');
     for (int i = 0; i < pr.n; i++) json_num(&j, NULL, pr.v[i]);
     json_end(&j, ']');
@@ -358,6 +425,7 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
             json_open(&j, NULL, '{');
             json_num(&j, "layer", l);
             json_str(&j, "kind", k ? "values" : "keys");
+            json_num(&j, "rank", x->rank);
             json_num(&j, "pca_err", x->err[0]), json_num(&j, "learned_err", x->err[1]);
             json_num(&j, "pca_cos", x->cos[0]), json_num(&j, "learned_cos", x->cos[1]);
             json_num(&j, "pca_train_f", x->f_train[0]), json_num(&j, "learned_train_f", x->f_train[1]);
@@ -372,9 +440,9 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
     fputc('\n', f);
     if (fclose(f)) goto out;
     snprintf(path, sizeof path, "%s.svg", report);
-    write_svg(path, res, L, rank);
+    write_svg(path, res, L, ranks);
     fprintf(stderr, "wrote %s.json and %s.svg\n", report, report);
-    if (out && save_calib(m, model, res, L, rank, &pr, out) != KVS_OK) goto fail;
+    if (out && save_calib(m, model, res, L, ranks, &pr, out) != KVS_OK) goto fail;
     rc = CLI_EXIT_OK;
     goto out;
 fail:

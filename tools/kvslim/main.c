@@ -36,6 +36,20 @@ static int cmd_info(int argc, char **argv) {
            cfg.n_kv_heads, cfg.head_dim);
     printf("at %d tokens: %zu bytes, %.4f bits per element (fp32 would be %.0f bytes)\n", tokens, bytes,
            8.0 * (double)bytes / elems, elems * 4);
+    if (cfg.rank_k) { /* low rank: what each layer stores */
+        int *r = malloc(sizeof(int) * 2 * (size_t)cfg.n_layers);
+        if (!r || kvs_config_ranks(&cfg, r, r + cfg.n_layers) != KVS_OK) {
+            free(r);
+            fprintf(stderr, "kvslim info: %s\n", kvs_last_error());
+            return CLI_EXIT_RUNTIME;
+        }
+        long sum = 0;
+        printf("ranks K/V per layer:");
+        for (int l = 0; l < cfg.n_layers; l++) printf(" %d/%d", r[l], r[cfg.n_layers + l]), sum += r[l] + r[cfg.n_layers + l];
+        printf("\ncoefficients per token: %ld of %d (CR %.4f)\n", sum * cfg.n_kv_heads, 2 * cfg.head_dim * cfg.n_layers * cfg.n_kv_heads,
+               (double)sum / (2.0 * cfg.head_dim * cfg.n_layers));
+        free(r);
+    }
     return CLI_EXIT_OK;
 }
 
