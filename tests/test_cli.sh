@@ -115,6 +115,15 @@ if [ -f "$model" ]; then
     # the low-rank cache from that file, timed beside fp16 (the bench checks it against the reference)
     expect 0 "\| lr \| 64 \|" bench attention --tokens 64 --reps 1 \
         --configs "fp16;lr:fp16,self=exact,rope=adjacent,stiefel=8/8,calib=$tmp/st.kvcal"
+    # ranks per layer: --budget fits the learned set at the allocator's ranks, which the cache's
+    # stiefel=auto:CR then picks from the same file (and auto alone reads back from the set)
+    out=$(timeout 300 "$bin" calibrate stiefel --seqs 1 --heldout 1 --seq-len 8 --steps 1 --budget 0.3 --profile-ranks 8,16,32 \
+        --report "$tmp/b" --out "$tmp/b.kvcal" 2>&1)
+    if [ $? -eq 0 ] && grep -q "allocated ranks K/V per layer" <<<"$out"; then pass=$((pass + 1)); else
+        fail=$((fail + 1)); printf 'FAIL: calibrate stiefel --budget:\n%s\n' "$out"; fi
+    expect 0 "ranks K/V per layer" info "fp16,self=exact,rope=adjacent,stiefel=auto:0.3,calib=$tmp/b.kvcal"
+    expect 0 "CR 0\.[0-2]|CR 0\.30" info "fp16,self=exact,rope=adjacent,stiefel=auto,calib=$tmp/b.kvcal"
+    expect 2 "learned bases are fitted at their ranks" info "fp16,self=exact,rope=adjacent,stiefel=auto:0.5,calib=$tmp/b.kvcal"
     rm -rf "$tmp"
 else
     echo "test_cli: $model absent, skipping the trained-context cases"

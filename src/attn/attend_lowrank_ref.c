@@ -45,9 +45,13 @@ void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, 
     const kvs_method *m = j->m;
     const int d = m->d, g = m->g, G = m->G, rk = m->key.dim, rv = m->value.dim;
     kvs_partial_init(j, p);
-    float *kb = malloc(sizeof(float) * ((size_t)G * d + (size_t)G * rv + (size_t)d + G));
-    if (!kb) return; /* a few KB; should it fail, this item adds nothing (l = 0) */
-    float *vc = kb + (size_t)G * d, *coef = vc + (size_t)G * rv, *s = coef + d;
+    float *kb = malloc(sizeof(float) * ((size_t)G * d + (size_t)G * rv + (size_t)d + (size_t)g * G));
+    const float **qs = malloc(sizeof(float *) * (size_t)g);
+    if (!kb || !qs) { /* a few KB; should it fail, this item adds nothing (l = 0) */
+        free(kb), free(qs);
+        return;
+    }
+    float *vc = kb + (size_t)G * d, *coef = vc + (size_t)G * rv, *S = coef + d;
     for (int grp = g0; grp < g1; grp++) {
         const uint8_t *blk = j->blk[grp];
         if (!blk) continue; /* evicted */
@@ -60,24 +64,24 @@ void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, 
             float *k = kb + (size_t)t * d;
             kvs_dequant_key(m->key.type, blk, G, rk, t, coef);
             ops->rebuild(j->pkt, coef, d, rk, k);
-            kvs_rope_apply(k, d, j->c->rope_cs + ((size_t)m->sinks + (size_t)grp * G + t) * d);
+            ops->rope(k, d, j->c->rope_cs + ((size_t)m->sinks + (size_t)grp * G + t) * d);
             kvs_dequant_value(m->value.type, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
         }
         for (int i = j->i0; i < j->i1; i++) {
             const int nt = kvs_job_group_tokens(j, i, grp);
             if (nt <= 0) continue;
+            for (int hh = 0; hh < g; hh++) qs[hh] = kvs_job_q(j, j->q, i, hh);
+            ops->scores(qs, g, kb, nt, d, m->tau, S, G); /* the g heads of the KV head in one pass over the keys */
             for (int hh = 0; hh < g; hh++) {
-                const float *q = kvs_job_q(j, j->q, i, hh);
                 const size_t o = (size_t)i * g + hh;
-                float *acc = p->acc + o * d;
-                for (int t = 0; t < nt; t++) s[t] = m->tau * ops->dot(q, kb + (size_t)t * d, d);
-                if (m->jensen != KVS_JENSEN_OFF) jensen(j, ops, blk, grp, q, nt, s);
+                float *acc = p->acc + o * d, *s = S + (size_t)hh * G;
+                if (m->jensen != KVS_JENSEN_OFF) jensen(j, ops, blk, grp, qs[hh], nt, s);
                 kvs__ref_softmax_tile(s, nt, &p->m[o], &p->l[o], acc, rv);
                 for (int t = 0; t < nt; t++) ops->axpy(acc, s[t], vc + (size_t)t * rv, rv);
             }
         }
     }
-    free(kb);
+    free(kb), free(qs);
 }
 
 /* k[d] = sum_r c[r] Pt[r][:] */
@@ -95,6 +99,11 @@ static void axpy_ref(float *acc, float w, const float *x, int n) {
     for (int i = 0; i < n; i++) acc[i] += w * x[i];
 }
 
-static const kvs_lowrank_ops ref_ops = {rebuild_ref, dot_ref, axpy_ref};
+static void scores_ref(const float *const *q, int g, const float *k, int nt, int d, float tau, float *s, int G) {
+    for (int h = 0; h < g; h++)
+        for (int t = 0; t < nt; t++) s[(size_t)h * G + t] = tau * dot_ref(q[h], k + (size_t)t * d, d);
+}
+
+static const kvs_lowrank_ops ref_ops = {rebuild_ref, kvs_rope_apply, scores_ref, dot_ref, axpy_ref};
 
 void kvs__groups_lowrank_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { kvs__lowrank_groups(j, g0, g1, p, &ref_ops); }

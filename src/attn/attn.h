@@ -78,6 +78,9 @@ void kvs__ref_softmax_tile(float *s, int nt, float *m, float *l, float *acc, int
  * driver's merge projects them with the stream's P_V. */
 typedef struct {
     void (*rebuild)(const float *Pt, const float *c, int d, int r, float *k); /* k[d] = sum_j c[j] Pt[j][:] */
+    void (*rope)(float *k, int d, const float *cs);                           /* kvs_rope_apply */
+    /* s[h][t] = tau * q[h] . k[t] for g query heads and nt keys k[nt][d]; s has rows of stride G */
+    void (*scores)(const float *const *q, int g, const float *k, int nt, int d, float tau, float *s, int G);
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *acc, float w, const float *x, int n);
 } kvs_lowrank_ops;
