@@ -105,6 +105,19 @@ static void scores_avx2(const float *const *q, int g, const float *k, int nt, in
     }
 }
 
-static const kvs_lowrank_ops avx2_ops = {rebuild_avx2, rope_avx2, scores_avx2, dot_avx2, axpy_avx2};
+/* fp16 rows through F16C (the portable conversion is a dozen integer operations per element);
+ * other types as the reference does */
+static void dequant_avx2(kvs_type t, int is_key, const uint8_t *part, int G, int r, int tok, float *out) {
+    if (t != KVS_TYPE_FP16) {
+        kvs__lowrank_dequant_ref(t, is_key, part, G, r, tok, out);
+        return;
+    }
+    const uint8_t *row = part + (size_t)tok * r * 2;
+    int i = 0;
+    for (; i + 8 <= r; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + (size_t)i * 2))));
+    for (; i < r; i++) out[i] = _cvtsh_ss((unsigned short)(row[2 * i] | row[2 * i + 1] << 8));
+}
+
+static const kvs_lowrank_ops avx2_ops = {rebuild_avx2, rope_avx2, dequant_avx2, scores_avx2, dot_avx2, axpy_avx2};
 
 void kvs__groups_lowrank_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { kvs__lowrank_groups(j, g0, g1, p, &avx2_ops); }

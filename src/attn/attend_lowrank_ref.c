@@ -62,10 +62,10 @@ void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, 
         }
         for (int t = 0; t < nmax; t++) {
             float *k = kb + (size_t)t * d;
-            kvs_dequant_key(m->key.type, blk, G, rk, t, coef);
+            ops->dequant(m->key.type, 1, blk, G, rk, t, coef);
             ops->rebuild(j->pkt, coef, d, rk, k);
             ops->rope(k, d, j->c->rope_cs + ((size_t)m->sinks + (size_t)grp * G + t) * d);
-            kvs_dequant_value(m->value.type, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
+            ops->dequant(m->value.type, 0, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
         }
         for (int i = j->i0; i < j->i1; i++) {
             const int nt = kvs_job_group_tokens(j, i, grp);
@@ -104,6 +104,11 @@ static void scores_ref(const float *const *q, int g, const float *k, int nt, int
         for (int t = 0; t < nt; t++) s[(size_t)h * G + t] = tau * dot_ref(q[h], k + (size_t)t * d, d);
 }
 
-static const kvs_lowrank_ops ref_ops = {rebuild_ref, kvs_rope_apply, scores_ref, dot_ref, axpy_ref};
+void kvs__lowrank_dequant_ref(kvs_type t, int is_key, const uint8_t *part, int G, int r, int tok, float *out) {
+    if (is_key) kvs_dequant_key(t, part, G, r, tok, out);
+    else kvs_dequant_value(t, part, G, r, tok, out);
+}
+
+static const kvs_lowrank_ops ref_ops = {rebuild_ref, kvs_rope_apply, kvs__lowrank_dequant_ref, scores_ref, dot_ref, axpy_ref};
 
 void kvs__groups_lowrank_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { kvs__lowrank_groups(j, g0, g1, p, &ref_ops); }

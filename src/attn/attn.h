@@ -79,6 +79,8 @@ void kvs__ref_softmax_tile(float *s, int nt, float *m, float *l, float *acc, int
 typedef struct {
     void (*rebuild)(const float *Pt, const float *c, int d, int r, float *k); /* k[d] = sum_j c[j] Pt[j][:] */
     void (*rope)(float *k, int d, const float *cs);                           /* kvs_rope_apply */
+    /* coefficients of token tok: kvs_dequant_key (is_key) or kvs_dequant_value on r channels */
+    void (*dequant)(kvs_type t, int is_key, const uint8_t *part, int G, int r, int tok, float *out);
     /* s[h][t] = tau * q[h] . k[t] for g query heads and nt keys k[nt][d]; s has rows of stride G */
     void (*scores)(const float *const *q, int g, const float *k, int nt, int d, float tau, float *s, int G);
     float (*dot)(const float *a, const float *b, int n);
@@ -86,6 +88,7 @@ typedef struct {
 } kvs_lowrank_ops;
 void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, const kvs_lowrank_ops *ops);
 void kvs__groups_lowrank_ref(const kvs_attn_job *j, int g0, int g1, kvs_partial *p);
+void kvs__lowrank_dequant_ref(kvs_type t, int is_key, const uint8_t *part, int G, int r, int tok, float *out);
 void kvs__groups_lowrank_avx2(const kvs_attn_job *j, int g0, int g1, kvs_partial *p);
 
 /* An empty partial for the item's queries: m = -inf, l = 0, acc = 0. */
