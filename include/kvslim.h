@@ -327,6 +327,18 @@ KVS_API KVS_NODISCARD kvs_status kvs_calib_set_profiles(kvs_calib *cal, int n_ra
 /* @return KVS_OK, KVS_ERR_ARG, KVS_ERR_IO, KVS_ERR_NOMEM. */
 KVS_API KVS_NODISCARD kvs_status kvs_calib_save(const kvs_calib *cal, const char *path);
 
+/* StiefAttention folded into the output projection (docs/methods/stiefel.md, oracle 10): like
+ * kvs_attend, but each query head's output is its rank_v coefficients in its KV head's value basis
+ * P_V (out: [n][n_heads][rank_v of this layer]); out · (P_Vᵀ W_o) equals kvs_attend's out · W_o.
+ * Needs a low-rank cache that stores every token it attends to as coefficients: window=0, sinks=0,
+ * self=cache. @return kvs_attend's codes; KVS_ERR_CONFIG for another cache. */
+KVS_API KVS_NODISCARD kvs_status kvs_attend_coef(kvs_cache *c, int layer, int n, const float *q, const float *k,
+                                                 const float *v, float *out);
+/* The value basis a low-rank cache uses for (layer, KV head): *basis [head_dim][*rank], row-major,
+ * owned by the cache (after the Hadamard turn with rotate=hadamard). @return KVS_OK, KVS_ERR_ARG,
+ * KVS_ERR_CONFIG (a full-width cache). */
+KVS_API KVS_NODISCARD kvs_status kvs_cache_value_basis(const kvs_cache *c, int layer, int kv_head, const float **basis, int *rank);
+
 /* Bytes of one (layer, KV head) stream right now: its group blocks, their share of the OScaR norms
  * (a norm row shared by k live streams counts 1/k to each, rounded down), sinks and window.
  * Sum over streams <= kvs_cache_bytes (the rest: tables and the cache struct). */

@@ -115,6 +115,9 @@ if [ -f "$model" ]; then
     # the low-rank cache from that file, timed beside fp16 (the bench checks it against the reference)
     expect 0 "\| lr \| 64 \|" bench attention --tokens 64 --reps 1 \
         --configs "fp16;lr:fp16,self=exact,rope=adjacent,stiefel=8/8,calib=$tmp/st.kvcal"
+    # W_o folded with the value bases (oracle 10 end to end: test_tiny_model compares the logits)
+    expect 0 "lr: W_o folded with its value bases" sweep --ctx 64 --chunks 1 --decode 2 --fold --out "$tmp/f" \
+        --configs "fp32;lr:fp32,self=cache,rope=adjacent,stiefel=8/8,calib=$tmp/st.kvcal;lrw:fp32,self=cache,rope=adjacent,stiefel=8/8,window=4,calib=$tmp/st.kvcal"
     # ranks per layer: --budget fits the learned set at the allocator's ranks, which the cache's
     # stiefel=auto:CR then picks from the same file (and auto alone reads back from the set)
     out=$(timeout 300 "$bin" calibrate stiefel --seqs 1 --heldout 1 --seq-len 8 --steps 1 --budget 0.3 --profile-ranks 8,16,32 \

@@ -1,6 +1,7 @@
 /* A tiny random Llama written as a GGUF by the test: the engine's perplexity equals an
  * independent double-precision computation (full causal attention, no cache); chunked feeding
  * equals one big chunk; every cache preset runs the model end to end. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -282,6 +283,56 @@ int main(void) {
         CHECK(kvs_llama_forward(m, rbc, longtok, 4, 0, 0, NULL) == KVS_ERR_ARG && strstr(kvs_last_error(), "rope_base"),
               "a cache with another RoPE base is accepted: %s", kvs_last_error());
     kvs_cache_free(rbc);
+    /* oracle 10 of docs/methods/stiefel.md: W_o folded with the value bases (value coefficients
+     * straight into W_o P_V) equals projecting the coefficients back to head_dim first */
+    {
+        rng_t gb = {31};
+        kvs_calib *cal = NULL;
+        CHECK_OK(kvs_calib_create("tiny", kvs_llama_identity(m), L, NH, NKV, HD, &cal));
+        static float pk[L][HD * HD], pv[L][NKV * HD * HD];
+        const float *kp[L], *vp[L];
+        int rd[L];
+        for (int l = 0; l < L; l++) {
+            test_orthonormal(&gb, pk[l], HD, HD);
+            for (int h = 0; h < NKV; h++) test_orthonormal(&gb, pv[l] + h * HD * HD, HD, HD);
+            kp[l] = pk[l], vp[l] = pv[l], rd[l] = HD;
+        }
+        if (cal) CHECK_OK(kvs_calib_set_bases(cal, KVS_BASIS_PCA, rd, rd, kp, vp));
+        const char *lr[] = {"fp32,self=cache,rope=adjacent,stiefel=16/8,basis=pca", "q8_0,rope=adjacent,stiefel=32/32,basis=pca,rotate=hadamard"};
+        for (size_t i = 0; cal && i < sizeof lr / sizeof *lr; i++) {
+            kvs_config ca_cfg = kvs_llama_cache_config(m, TL);
+            ca_cfg.calib = cal;
+            CHECK_OK(kvs_config_parse(&ca_cfg, lr[i]));
+            kvs_cache *ca = NULL, *cb = NULL;
+            CHECK_OK(kvs_cache_create(&ca_cfg, &ca));
+            CHECK_OK(kvs_cache_create(&ca_cfg, &cb));
+            kvs_ppl_acc x = {0, 0, 0, 0}, y = {0, 0, 0, 0};
+            if (!ca || !cb) break;
+            CHECK_OK(kvs_ppl_chunk(m, ca, longtok, TL, 13, -1, la, NULL, &x));
+            CHECK_OK(kvs_llama_fold(m, cb));
+            CHECK_OK(kvs_ppl_chunk(m, cb, longtok, TL, 13, -1, lb, NULL, &y));
+            double big = 0;
+            for (size_t t = 0; t < sizeof la / sizeof *la; t++) big = fmax(big, fabs(la[t]));
+            const double diff = max_abs_diff(la, lb, sizeof la / sizeof *la, NULL);
+            CHECK(diff <= 1e-5 * big, "%s: folded W_o differs from the unfolded path by %g (log p up to %g)", lr[i], diff, big);
+            CHECK(kvs_llama_forward(m, ca, longtok, 1, 0, 0, NULL) == KVS_ERR_ARG && strstr(kvs_last_error(), "folded"),
+                  "forward with another cache while folded: %s", kvs_last_error());
+            CHECK_OK(kvs_llama_fold(m, NULL));
+            kvs_cache_free(ca), kvs_cache_free(cb);
+        }
+        kvs_config full = kvs_llama_cache_config(m, 8), windowed = full;
+        windowed.calib = cal;
+        CHECK_OK(kvs_config_parse(&windowed, "fp32,self=cache,rope=adjacent,stiefel=16/8,basis=pca,window=4"));
+        kvs_cache *cf = NULL, *cw = NULL;
+        CHECK_OK(kvs_cache_create(&full, &cf));
+        CHECK_OK(kvs_cache_create(&windowed, &cw));
+        CHECK(kvs_llama_fold(m, cf) == KVS_ERR_CONFIG, "fold with a full-width cache: %s", kvs_last_error());
+        CHECK(kvs_llama_fold(m, cw) == KVS_ERR_CONFIG && strstr(kvs_last_error(), "window=0"), "fold with a window: %s", kvs_last_error());
+        float q1[NH * HD] = {0}, k1[NKV * HD] = {0}, o1[NH * HD];
+        CHECK(kvs_attend_coef(cw, 0, 1, q1, k1, k1, o1) == KVS_ERR_CONFIG, "attend_coef with a window: %s", kvs_last_error());
+        kvs_cache_free(cf), kvs_cache_free(cw);
+        kvs_calib_free(cal);
+    }
     kvs_llama_set_batch_invariant(m, 0);
     printf("tiny model: %zu configs, batch 13 vs batch 1 bit-identical in %zu\n", sizeof faithful / sizeof *faithful,
            sizeof faithful / sizeof *faithful - (size_t)unfaithful);

@@ -26,7 +26,8 @@ static kvs_status check_finite(const float *x, size_t n, const char *what) {
 enum { QUERY_BLOCK = 16 };
 static int groups_per_item(int G) { return 4096 / G > 0 ? 4096 / G : 1; }
 
-static kvs_status attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v, float *out) {
+/* coef: each query head's output is its value coefficients (kvs_attend_coef; checked there) */
+static kvs_status attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v, float *out, int coef) {
     if (!c || !q || !k || !v || !out) return kvs_report(KVS_ERR_ARG, "attend: NULL argument");
     if (layer < 0 || layer >= c->cfg.n_layers)
         return kvs_report(KVS_ERR_ARG, "attend: layer %d out of range [0, %d)", layer, c->cfg.n_layers);
@@ -126,6 +127,12 @@ static kvs_status attend(kvs_cache *c, int layer, int n, const float *q, const f
                     for (int x = 0; x < d; x++) dst[x] += e * acc[x];
                 }
                 const kvs_stream *sm = kvs_stream_at(c, layer, h);
+                if (coef) { /* every token is stored as coefficients (checked): accf is empty */
+                    const int rv = sm->m->value.dim;
+                    float *dst = out + ((size_t)i * NH + (size_t)h * g + hh) * rv;
+                    for (int r = 0; r < rv; r++) dst[r] = accq[r] / L;
+                    continue;
+                }
                 if (sm->m->rotate) kvs_fwht(accq, d);
                 if (sm->m->value.layout == KVS_LAYOUT_LOWRANK) { /* coefficients to channels: P_V once per output */
                     const int rv = sm->m->value.dim;
@@ -150,9 +157,9 @@ static kvs_status attend(kvs_cache *c, int layer, int n, const float *q, const f
 
 /* With rope=adjacent the caller's q and k are before RoPE: rotated copies by position (the cached
  * token count plus the index in the chunk) go through the same path as an engine's rotated rows. */
-kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v, float *out) {
+static kvs_status attend_roped(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v, float *out, int coef) {
     if (!c || !c->m.rope || !q || !k || !v || !out || layer < 0 || layer >= c->cfg.n_layers || n < 1 || n > (1 << 20))
-        return attend(c, layer, n, q, k, v, out); /* no RoPE to apply, or its checks name what is wrong */
+        return attend(c, layer, n, q, k, v, out, coef); /* no RoPE to apply, or its checks name what is wrong */
     const int d = c->d, NH = c->cfg.n_heads, H = c->n_kv;
     const size_t nq = (size_t)n * NH * d, nk = (size_t)n * H * d;
     float *qr = malloc(nq * sizeof(float)), *kr = malloc(nk * sizeof(float));
@@ -164,8 +171,22 @@ kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const floa
         memcpy(kr, k, nk * sizeof(float));
         kvs_rope_rows(qr, n, NH, d, pos0, c->m.rope_base);
         kvs_rope_rows(kr, n, H, d, pos0, c->m.rope_base);
-        st = attend(c, layer, n, qr, kr, v, out);
+        st = attend(c, layer, n, qr, kr, v, out, coef);
     }
     free(qr), free(kr);
     return st;
+}
+
+kvs_status kvs_attend(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v, float *out) {
+    return attend_roped(c, layer, n, q, k, v, out, 0);
+}
+
+kvs_status kvs_attend_coef(kvs_cache *c, int layer, int n, const float *q, const float *k, const float *v, float *out) {
+    if (!c) return kvs_report(KVS_ERR_ARG, "attend_coef: NULL cache");
+    const kvs_config *cfg = &c->cfg;
+    if (!c->lm || cfg->window || cfg->sinks || cfg->self != KVS_SELF_CACHE)
+        return kvs_report(KVS_ERR_CONFIG, "attend_coef: needs a low-rank cache (stiefel=) that stores every token it attends to as "
+                          "coefficients: window=0, sinks=0, self=cache (this one: %s, window=%d, sinks=%d, self=%s)",
+                          c->lm ? "low-rank" : "full width", cfg->window, cfg->sinks, cfg->self == KVS_SELF_CACHE ? "cache" : "exact");
+    return attend_roped(c, layer, n, q, k, v, out, 1);
 }

@@ -11,6 +11,8 @@
 
 typedef struct {
     float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down; /* w: [out][in] */
+    float *wo_folded; /* kvs_llama_fold: [n_embd][n_head * rank_v] = W_o blockdiag(P_V,h(j)), or NULL */
+    int fold_in;      /* its input width n_head * rank_v */
 } layer_w;
 
 struct kvs_llama {
@@ -25,7 +27,50 @@ struct kvs_llama {
     void *observe_user;
     kvs_llama_input_observer observe_input;
     void *observe_input_user;
+    const kvs_cache *folded; /* the cache whose value bases W_o is folded with (kvs_llama_fold), or NULL */
 };
+
+static void unfold(kvs_llama *m) {
+    for (int l = 0; l < m->hp.n_layer; l++) free(m->layers[l].wo_folded), m->layers[l].wo_folded = NULL;
+    m->folded = NULL;
+}
+
+/* W_o' = W_o · blockdiag over query heads j of P_V of j's KV head: [D][H rv] from [D][H hd] */
+kvs_status kvs_llama_fold(kvs_llama *m, const kvs_cache *c) {
+    if (!m) return kvs_report(KVS_ERR_ARG, "fold: NULL model");
+    const kvs_llama_hparams *hp = &m->hp;
+    unfold(m);
+    if (!c) return KVS_OK;
+    const kvs_config *cc = kvs_cache_config(c);
+    if (cc->n_layers != hp->n_layer || cc->n_heads != hp->n_head || cc->n_kv_heads != hp->n_head_kv || cc->head_dim != hp->head_dim)
+        return kvs_report(KVS_ERR_ARG, "fold: the cache's shapes do not match the model");
+    if (cc->window || cc->sinks || cc->self != KVS_SELF_CACHE || !cc->rank_k)
+        return kvs_report(KVS_ERR_CONFIG, "fold: needs a low-rank cache (stiefel=) with window=0, sinks=0, self=cache: every token "
+                          "it attends to must be stored as coefficients");
+    const int D = hp->n_embd, H = hp->n_head, hd = hp->head_dim, g = hp->n_head / hp->n_head_kv;
+    for (int l = 0; l < hp->n_layer; l++) {
+        layer_w *w = &m->layers[l];
+        const float *P;
+        int rv;
+        kvs_status st = kvs_cache_value_basis(c, l, 0, &P, &rv);
+        if (st || !(w->wo_folded = malloc(sizeof(float) * (size_t)D * H * rv))) {
+            unfold(m);
+            return st ? st : kvs_report(KVS_ERR_NOMEM, "fold: out of memory for layer %d", l);
+        }
+        w->fold_in = H * rv;
+        for (int j = 0; j < H; j++) {
+            if ((st = kvs_cache_value_basis(c, l, j / g, &P, &rv))) {
+                unfold(m);
+                return st;
+            }
+            /* rows o of W_o, columns j hd .. j hd + hd: times P [hd][rv] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, rv, hd, 1.0f, w->wo + (size_t)j * hd, H * hd, P, rv, 0.0f,
+                        w->wo_folded + (size_t)j * rv, H * rv);
+        }
+    }
+    m->folded = c;
+    return KVS_OK;
+}
 
 void kvs_llama_set_input_observer(kvs_llama *m, kvs_llama_input_observer fn, void *user) {
     if (!m) return;
@@ -95,7 +140,7 @@ void kvs_llama_free(kvs_llama *m) {
     if (m->layers)
         for (int l = 0; l < m->hp.n_layer; l++) {
             layer_w *w = &m->layers[l];
-            free(w->attn_norm), free(w->wq), free(w->wk), free(w->wv), free(w->wo);
+            free(w->attn_norm), free(w->wq), free(w->wk), free(w->wv), free(w->wo), free(w->wo_folded);
             free(w->ffn_norm), free(w->w_gate), free(w->w_up), free(w->w_down);
         }
     free(m->layers);
@@ -297,6 +342,8 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
         return kvs_report(KVS_ERR_ARG, "forward: the cache's rope_base %g is not the model's %g", (double)cc->rope_base,
                           (double)hp->rope_base);
     if (cc->rope != KVS_ROPE_NONE && !cache_rope) return kvs_report(KVS_ERR_ARG, "forward: cache rope mode %d unknown", (int)cc->rope);
+    if (m->folded && m->folded != cache)
+        return kvs_report(KVS_ERR_ARG, "forward: W_o is folded with another cache's value bases (kvs_llama_fold)");
     const size_t KVD = (size_t)HKV * hd;
     float *x = malloc(sizeof(float) * n * D), *h = malloc(sizeof(float) * n * D), *q = malloc(sizeof(float) * n * D);
     float *k = malloc(sizeof(float) * n * KVD), *v = malloc(sizeof(float) * n * KVD), *att = malloc(sizeof(float) * n * D);
@@ -320,8 +367,13 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
             rope(k, n, HKV, hd, cs);
         }
         if (m->observe) m->observe(m->observe_user, l, n, pos0, q, k);
-        if ((s = kvs_attend(cache, l, n, q, k, v, att)) || (s = kvs_cache_append(cache, l, n, k, v))) goto done;
-        matmul(m, att, w->wo, h, n, D, D);
+        if (m->folded) { /* value coefficients straight into W_o' = W_o P_V */
+            if ((s = kvs_attend_coef(cache, l, n, q, k, v, att)) || (s = kvs_cache_append(cache, l, n, k, v))) goto done;
+            matmul(m, att, w->wo_folded, h, n, w->fold_in, D);
+        } else {
+            if ((s = kvs_attend(cache, l, n, q, k, v, att)) || (s = kvs_cache_append(cache, l, n, k, v))) goto done;
+            matmul(m, att, w->wo, h, n, D, D);
+        }
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] += h[i];
         rmsnorm(x, w->ffn_norm, h, n, D, hp->rms_eps);
         matmul(m, h, w->w_gate, g, n, D, F);

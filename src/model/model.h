@@ -137,6 +137,13 @@ typedef struct {
 } kvs_llama_layer_weights;
 /* @return KVS_OK or KVS_ERR_ARG (layer out of range). */
 KVS_NODISCARD kvs_status kvs_llama_layer(const kvs_llama *m, int layer, kvs_llama_layer_weights *out);
+/* StiefAttention's value bases folded into the output projection (spec section 2.3, oracle 10):
+ * from now on forward() takes the value coefficients from kvs_attend_coef and multiplies them by
+ * W_o' = W_o P_V (per query head, its KV head's basis) instead of projecting them back to head_dim
+ * first. Only with this cache (another is KVS_ERR_ARG), which must be low-rank with window=0,
+ * sinks=0, self=cache (KVS_ERR_CONFIG otherwise). NULL unfolds. The write path (W_k P_K, W_v P_V)
+ * is not folded: the cache projects the keys and values it is given. */
+KVS_NODISCARD kvs_status kvs_llama_fold(kvs_llama *m, const kvs_cache *cache);
 /* FNV-1a 64 over the bytes of every tensor of the GGUF, in file order: the model identity that
  * calibration files carry and are checked against. */
 uint64_t kvs_llama_identity(const kvs_llama *m);

@@ -17,6 +17,7 @@ typedef struct {
     kvs_cache *cache;
     kvs_ppl_acc acc;
     double secs, bits, bytes8k, decode_tps;
+    int folded; /* --fold: W_o folded with this low-rank cache's value bases (kvs_llama_fold) */
 } sweep_row;
 
 /* q4_0 twice: as llama.cpp with LLAMA_ATTN_ROT_DISABLE=1, and as its default (Hadamard rotation) */
@@ -111,7 +112,7 @@ static int write_svg(const char *path, const sweep_row *rows, int n, double ppl_
 
 int cmd_sweep(int argc, char **argv) {
     const char *model = CLI_DEFAULT_MODEL, *text = CLI_DEFAULT_TEXT, *list = k_default_configs, *out = "sweep";
-    int n_ctx = 1024, n_batch = 128, chunks = 8, full = 0, decode_steps = 32, force = 0, start = 0;
+    int n_ctx = 1024, n_batch = 128, chunks = 8, full = 0, decode_steps = 32, force = 0, start = 0, fold = 0;
     const cli_opt opts[] = {
         {"--model", "FILE", OPT_STR, &model, 0, 0, "GGUF model, Llama architecture"},
         {"--text", "FILE", OPT_STR, &text, 0, 0, "UTF-8 text to score"},
@@ -126,6 +127,8 @@ int cmd_sweep(int argc, char **argv) {
         {"--decode", "N", OPT_INT, &decode_steps, 0, 4096, "decode steps timed per config, 0 = none"},
         {"--out", "PREFIX", OPT_STR, &out, 0, 0, "writes PREFIX.json and PREFIX.svg"},
         {"--force", NULL, OPT_FLAG, &force, 0, 0, "allow --ctx + --decode beyond the model's trained context"},
+        {"--fold", NULL, OPT_FLAG, &fold, 0, 0, "fold W_o with the value bases of each low-rank config that allows it\n"
+                                                "(window=0, sinks=0, self=cache; docs/methods/stiefel.md)"},
     };
     const cli_cmd cmd = {"sweep",
                          "The main job: perplexity, KL divergence against the first config, bits per element, KV\n"
@@ -166,6 +169,11 @@ int cmd_sweep(int argc, char **argv) {
     for (int c = 0; c < n_cfg; c++) {
         if ((rc = cli_cache(m, "--configs", rows[c].cfg, n_ctx + decode_steps, &rows[c].cache))) goto out;
         rc = CLI_EXIT_RUNTIME;
+        if (fold) { /* the configs whose every attended token is stored as coefficients */
+            rows[c].folded = kvs_llama_fold(m, rows[c].cache) == KVS_OK;
+            if (kvs_llama_fold(m, NULL) != KVS_OK) goto out;
+            if (rows[c].folded) fprintf(stderr, "kvslim sweep: %s: W_o folded with its value bases\n", rows[c].name);
+        }
         kvs_config kc = kvs_llama_cache_config(m, 8192); /* a budget then counts 8192 slots per head */
         size_t b8;
         if (cli_config(m, "--configs", rows[c].cfg, &kc) || kvs_cache_bytes_for(&kc, 8192, &b8) != KVS_OK) {
@@ -203,6 +211,10 @@ int cmd_sweep(int argc, char **argv) {
     for (int ch = 0; ch < n_chunk; ch++)
         for (int c = 0; c < n_cfg; c++) {
             const double ts = bench_now();
+            if (fold && kvs_llama_fold(m, rows[c].folded ? rows[c].cache : NULL) != KVS_OK) {
+                fprintf(stderr, "\nkvslim sweep: %s: %s\n", rows[c].name, kvs_last_error());
+                goto out;
+            }
             if (kvs_ppl_chunk(m, rows[c].cache, ids + start + (size_t)ch * n_ctx, n_ctx, n_batch, bos, c == 0 ? ref : NULL,
                               c == 0 ? NULL : ref, &rows[c].acc) != KVS_OK) {
                 fprintf(stderr, "\nkvslim sweep: %s: %s\n", rows[c].name, kvs_last_error());
@@ -220,6 +232,10 @@ int cmd_sweep(int argc, char **argv) {
     }
     for (int c = 0; c < n_cfg && decode_steps > 0; c++) {
         kvs_cache_reset(rows[c].cache);
+        if (fold && kvs_llama_fold(m, rows[c].folded ? rows[c].cache : NULL) != KVS_OK) {
+            fprintf(stderr, "kvslim sweep: %s: %s\n", rows[c].name, kvs_last_error());
+            goto out;
+        }
         if (kvs_llama_forward(m, rows[c].cache, ids, n_ctx, 0, n_ctx - 1, lg) != KVS_OK) {
             fprintf(stderr, "kvslim sweep: decode %s: %s\n", rows[c].name, kvs_last_error());
             goto out;
@@ -266,6 +282,7 @@ int cmd_sweep(int argc, char **argv) {
             json_open(&j, NULL, '{');
             json_str(&j, "name", rows[c].name);
             json_str(&j, "config", rows[c].cfg);
+            if (rows[c].folded) json_num(&j, "folded_wo", 1);
             json_num(&j, "bits_per_element", rows[c].bits);
             json_num(&j, "kv_bytes_8k", rows[c].bytes8k);
             json_num(&j, "ppl", p);
