@@ -101,7 +101,7 @@ fit:
     res->err[0] = sqrt(kvs_lr_fit_f(&oh, P, NULL));
     res->cos[0] = kvs_lr_fit_cosine(held);
     kvs_lr_descent_opts o = kvs_lr_descent_defaults();
-    o.max_steps = steps;
+    o.max_steps = r < d ? steps : 0; /* full rank: every basis spans everything, nothing to learn */
     kvs_lr_descent_report rep;
     if ((s = kvs_lr_descend(kvs_lr_fit_f, &ot, P, m, d, r, &o, &rep))) goto done;
     res->f_train[1] = rep.f, res->steps = rep.steps;
@@ -394,14 +394,15 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
     }
     printf("\nkvslim calibrate stiefel: held-out relative decoder-layer output error at %s (lower is better)\n", ranks);
     printf("| layer | ranks K/V | keys PCA | keys learned | values PCA | values learned | steps K/V |\n|---:|---:|---:|---:|---:|---:|---:|\n");
-    int wins[2] = {0, 0};
+    int wins[2] = {0, 0}, cut[2] = {0, 0}; /* over the layers compressed (rank below head_dim) */
     for (int l = 0; l < L; l++) {
         const result *k = res + 2 * l, *v = k + 1;
         wins[0] += k->err[1] < k->err[0], wins[1] += v->err[1] < v->err[0];
+        cut[0] += k->rank < hp->head_dim, cut[1] += v->rank < hp->head_dim;
         printf("| %d | %d/%d | %.4f | %.4f | %.4f | %.4f | %d/%d |\n", l, k->rank, v->rank, k->err[0], k->err[1], v->err[0], v->err[1],
                k->steps, v->steps);
     }
-    printf("learned below PCA on held-out tokens: keys %d of %d layers, values %d of %d (%.0f s)\n", wins[0], L, wins[1], L,
+    printf("learned below PCA on held-out tokens: keys %d of %d layers, values %d of %d (%.0f s)\n", wins[0], cut[0], wins[1], cut[1],
            bench_now() - t0);
     char path[1024];
     snprintf(path, sizeof path, "%s.json", report);
