@@ -10,8 +10,21 @@
 #include <stdlib.h>
 
 #include "../methods/methods.h"
+#include "../common/fp16.h"
+#include "../quant/formats.h"
 #include "../quant/quant.h"
 #include "attn.h"
+
+/* Affine keys store a step and an offset per coefficient for the group's G tokens: convert them
+ * once per group, not once per token (kvs_dequant_key would convert 2 rk fp16 values per token).
+ * out [n][r]; the same values as kvs_dequant_key. */
+static void decode_key_group(int b, const uint8_t *kp, int G, int r, int n, float *out) {
+    const uint8_t *S = kp + (size_t)r * G * b / 8, *O = S + 2 * (size_t)r;
+    for (int c = 0; c < r; c++) {
+        const float sc = kvs_fp16_at(S, (size_t)c), of = kvs_fp16_at(O, (size_t)c);
+        for (int t = 0; t < n; t++) out[(size_t)t * r + c] = (float)kvs_get_code(kp, kvs_key_bit(b, G, c, t), b) * sc + of;
+    }
+}
 
 /* Jensen's correction on rebuilt scores (docs/methods/jensen.md, "low-rank keys"): the stored
  * coefficients carry the rounding noise eps_j (step delta_j), and the score reads them through
@@ -45,13 +58,14 @@ void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, 
     const kvs_method *m = j->m;
     const int d = m->d, g = m->g, G = m->G, rk = m->key.dim, rv = m->value.dim;
     kvs_partial_init(j, p);
-    float *kb = malloc(sizeof(float) * ((size_t)G * d + (size_t)G * rv + (size_t)d + (size_t)g * G));
+    const int kbits = m->key.bits; /* affine keys: decoded a group at a time (below) */
+    float *kb = malloc(sizeof(float) * ((size_t)G * d + (size_t)G * rv + (size_t)d + (size_t)g * G + (kbits ? (size_t)G * rk : 0)));
     const float **qs = malloc(sizeof(float *) * (size_t)g);
     if (!kb || !qs) { /* a few KB; should it fail, this item adds nothing (l = 0) */
         free(kb), free(qs);
         return;
     }
-    float *vc = kb + (size_t)G * d, *coef = vc + (size_t)G * rv, *S = coef + d;
+    float *vc = kb + (size_t)G * d, *coef = vc + (size_t)G * rv, *S = coef + d, *kc = S + (size_t)g * G;
     for (int grp = g0; grp < g1; grp++) {
         const uint8_t *blk = j->blk[grp];
         if (!blk) continue; /* evicted */
@@ -60,10 +74,13 @@ void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, 
             const int x = kvs_job_group_tokens(j, i, grp);
             nmax = x > nmax ? x : nmax;
         }
+        if (kbits) decode_key_group(kbits, blk, G, rk, nmax, kc);
         for (int t = 0; t < nmax; t++) {
             float *k = kb + (size_t)t * d;
-            ops->dequant(m->key.type, 1, blk, G, rk, t, coef);
-            ops->rebuild(j->pkt, coef, d, rk, k);
+            const float *ct = coef;
+            if (kbits) ct = kc + (size_t)t * rk;
+            else ops->dequant(m->key.type, 1, blk, G, rk, t, coef);
+            ops->rebuild(j->pkt, ct, d, rk, k);
             ops->rope(k, d, j->c->rope_cs + ((size_t)m->sinks + (size_t)grp * G + t) * d);
             ops->dequant(m->value.type, 0, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
         }

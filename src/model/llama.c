@@ -28,7 +28,15 @@ struct kvs_llama {
     kvs_llama_input_observer observe_input;
     void *observe_input_user;
     const kvs_cache *folded; /* the cache whose value bases W_o is folded with (kvs_llama_fold), or NULL */
+    kvs_llama_kv_filter filter;
+    void *filter_user;
 };
+
+void kvs_llama_set_kv_filter(kvs_llama *m, kvs_llama_kv_filter fn, void *user) {
+    if (!m) return;
+    m->filter = fn;
+    m->filter_user = user;
+}
 
 static void unfold(kvs_llama *m) {
     for (int l = 0; l < m->hp.n_layer; l++) free(m->layers[l].wo_folded), m->layers[l].wo_folded = NULL;
@@ -362,6 +370,7 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
         matmul(m, h, w->wq, q, n, D, D);
         matmul(m, h, w->wk, k, n, D, (int)KVD);
         matmul(m, h, w->wv, v, n, D, (int)KVD);
+        if (m->filter) m->filter(m->filter_user, l, n, pos0, k, v);
         if (!cache_rope) {
             rope(q, n, H, hd, cs);
             rope(k, n, HKV, hd, cs);

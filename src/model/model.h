@@ -130,6 +130,10 @@ void kvs_llama_set_observer(kvs_llama *m, kvs_llama_observer fn, void *user);
  * (StiefAttention's calibration fits each layer on the uncompressed model's inputs). */
 typedef void (*kvs_llama_input_observer)(void *user, int layer, int n, int pos0, const float *x);
 void kvs_llama_set_input_observer(kvs_llama *m, kvs_llama_input_observer fn, void *user);
+/* May change every layer's keys and values [n][n_head_kv][head_dim] before RoPE, before they reach
+ * the attention and the cache (calibration: the model with one layer's keys projected). */
+typedef void (*kvs_llama_kv_filter)(void *user, int layer, int n, int pos0, float *k, float *v);
+void kvs_llama_set_kv_filter(kvs_llama *m, kvs_llama_kv_filter fn, void *user);
 /* One layer's weights as loaded (fp32, [out][in]: y = x W^T; wq and wk in the GGUF's row order,
  * RoPE on adjacent pairs). Read-only views owned by the model. */
 typedef struct {

@@ -35,6 +35,7 @@ enum { MAX_PROFILE = 64 };
  * so any rank is a prefix; [m][d][r] learned; m = 1 for keys, KV heads for values) */
 typedef struct {
     double err[2], cos[2], f_train[2], prof[MAX_PROFILE];
+    double kl[MAX_PROFILE]; /* the model's output KL with only this layer's keys (values) at each profile rank */
     int steps, eigen_rank; /* EigenAttention's rule on the eigenvalues (values: the largest over heads) */
     int rank;              /* the fitted rank */
     float *pca, *learned;  /* [m][d][d] each (learned: [m][d][rank] in it) */
@@ -182,6 +183,96 @@ static void write_svg(const char *path, const result *res, int L, const char *ra
     fclose(f);
 }
 
+/* ---- sensitivity profiles: what one layer's truncation does to the model's output ---------------- */
+
+typedef struct {
+    int layer, kind, r, d, Hkv;
+    const float *P; /* the layer's PCA bases, whole: keys [d][d], values [Hkv][d][d] */
+} proj_filter;
+
+/* x <- P_r P_rᵀ x, P [d][d] of which the first r columns */
+static void project_row(const float *P, int d, int r, float *x) {
+    float c[1024];
+    for (int j = 0; j < r; j++) {
+        float a = 0.0f;
+        for (int t = 0; t < d; t++) a += P[(size_t)t * d + j] * x[t];
+        c[j] = a;
+    }
+    for (int t = 0; t < d; t++) {
+        float a = 0.0f;
+        for (int j = 0; j < r; j++) a += P[(size_t)t * d + j] * c[j];
+        x[t] = a;
+    }
+}
+
+static void project_layer(void *user, int layer, int n, int pos0, float *k, float *v) {
+    (void)pos0;
+    const proj_filter *f = user;
+    if (layer != f->layer) return;
+    float *x = f->kind ? v : k;
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < f->Hkv; h++)
+            project_row(f->P + (f->kind ? (size_t)h * f->d * f->d : 0), f->d, f->r, x + ((size_t)i * f->Hkv + h) * f->d);
+}
+
+static void log_softmax(float *x, int V) {
+    float mx = x[0];
+    for (int i = 1; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < V; i++) sum += exp((double)x[i] - mx);
+    const float lz = mx + (float)log(sum);
+    for (int i = 0; i < V; i++) x[i] -= lz;
+}
+
+/* Per (layer, keys or values, profile rank): the mean KL of the model's next-token distribution
+ * from the uncompressed one, over the second halves of `nseq` held-out sequences, with only that
+ * layer's keys (values) projected on the first r PCA directions (every other layer exact). The
+ * layer-output error ranks layers badly for the allocator: it is relative to the residual stream,
+ * which carries different weight at each depth (measured: allocating on it lost to uniform ranks);
+ * the summed KL is the first-order estimate of what the allocation does to the output. */
+static kvs_status kl_profiles(kvs_llama *m, const int32_t *seq0, int T, int nseq, const int *pr, int n_pr, int L, result *res) {
+    const kvs_llama_hparams *hp = kvs_llama_params(m);
+    const int V = hp->n_vocab, half = T / 2, nl = T - half;
+    float *ref = malloc(sizeof(float) * (size_t)nseq * nl * V), *run = malloc(sizeof(float) * (size_t)nl * V);
+    kvs_config cfg = kvs_llama_cache_config(m, T);
+    kvs_cache *cache = NULL;
+    kvs_status s = KVS_OK;
+    if (!ref || !run) s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory for %d x %d logits", nseq * nl, V);
+    if (!s) s = kvs_cache_create(&cfg, &cache);
+    for (int q = 0; !s && q < nseq; q++) {
+        kvs_cache_reset(cache);
+        float *lg = ref + (size_t)q * nl * V;
+        if (!(s = kvs_llama_forward(m, cache, seq0 + (size_t)q * T, T, 0, half, lg)))
+            for (int i = 0; i < nl; i++) log_softmax(lg + (size_t)i * V, V);
+    }
+    const double t0 = bench_now();
+    const long total = (long)L * 2 * n_pr;
+    for (int l = 0; !s && l < L; l++)
+        for (int kind = 0; !s && kind < 2; kind++)
+            for (int i = 0; !s && i < n_pr; i++) {
+                proj_filter f = {l, kind, pr[i], hp->head_dim, hp->n_head_kv, res[2 * l + kind].pca};
+                double kl = 0;
+                kvs_llama_set_kv_filter(m, project_layer, &f);
+                for (int q = 0; !s && q < nseq; q++) {
+                    kvs_cache_reset(cache);
+                    if ((s = kvs_llama_forward(m, cache, seq0 + (size_t)q * T, T, 0, half, run))) break;
+                    for (int x = 0; x < nl; x++) {
+                        float *lr = run + (size_t)x * V;
+                        const float *lp = ref + ((size_t)q * nl + x) * V;
+                        log_softmax(lr, V);
+                        for (int y = 0; y < V; y++) kl += exp((double)lp[y]) * ((double)lp[y] - lr[y]);
+                    }
+                }
+                kvs_llama_set_kv_filter(m, NULL, NULL);
+                res[2 * l + kind].kl[i] = kl > 0 ? kl / ((double)nseq * nl) : 0.0; /* rounding can give -1e-9 */
+                cli_progress("calibrate stiefel: sensitivity", ((long)l * 2 + kind) * n_pr + i + 1, total, t0);
+            }
+    kvs_llama_set_kv_filter(m, NULL, NULL);
+    kvs_cache_free(cache);
+    free(ref), free(run);
+    return s;
+}
+
 /* The ranks stiefel=auto:CR will pick from this calibration: the library's own allocation, run on
  * the PCA set and the profiles just measured, so that the learned set fitted at them is the one
  * the cache accepts (fp16 coefficient rows: every rank is allowed, costs proportional to it). */
@@ -196,7 +287,7 @@ static kvs_status allocate_ranks(const kvs_llama *m, result *res, int L, const c
     for (int l = 0; !s && l < L; l++) {
         rd[l] = hp->head_dim, kp[l] = res[2 * l].pca, vp[l] = res[2 * l + 1].pca;
         for (int k = 0; k < 2; k++)
-            for (int i = 0; i < pr->n; i++) err[((size_t)k * L + l) * pr->n + i] = res[2 * l + k].prof[i];
+            for (int i = 0; i < pr->n; i++) err[((size_t)k * L + l) * pr->n + i] = res[2 * l + k].kl[i];
     }
     if (!s) s = kvs_calib_create("allocation", kvs_llama_identity(m), L, hp->n_head, hp->n_head_kv, hp->head_dim, &cal);
     if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_PCA, rd, rd, kp, vp);
@@ -262,7 +353,7 @@ static kvs_status save_calib(const kvs_llama *m, const char *path, const result 
         rd[l] = hp->head_dim, rr[l] = res[2 * l].rank, rv[l] = res[2 * l + 1].rank;
         kp[l] = res[2 * l].pca, vp[l] = res[2 * l + 1].pca, kl[l] = res[2 * l].learned, vl[l] = res[2 * l + 1].learned;
         for (int k = 0; k < 2; k++)
-            for (int i = 0; i < pr->n; i++) err[((size_t)k * L + l) * pr->n + i] = res[2 * l + k].prof[i];
+            for (int i = 0; i < pr->n; i++) err[((size_t)k * L + l) * pr->n + i] = res[2 * l + k].kl[i];
     }
     if (!s) s = kvs_calib_create(name, kvs_llama_identity(m), L, hp->n_head, hp->n_head_kv, hp->head_dim, &cal);
     if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_PCA, rd, rd, kp, vp);
@@ -278,7 +369,7 @@ static kvs_status save_calib(const kvs_llama *m, const char *path, const result 
 
 int cmd_calibrate_stiefel(int argc, char **argv) {
     const char *model = CLI_DEFAULT_MODEL, *text = CLI_DEFAULT_TEXT, *report = "stiefel", *out = NULL;
-    int seqs = 4, held = 2, T = 256, rank = 32, steps = 20, layers = 0, start = -1;
+    int seqs = 4, held = 2, T = 256, rank = 32, steps = 20, layers = 0, start = -1, kl_seqs = 2;
     double tau = 0.9, budget = 0;
     cli_ints pr = {7, {8, 16, 24, 32, 40, 48, 56}};
     const cli_opt opts[] = {
@@ -295,6 +386,7 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
         {"--layers", "N", OPT_INT, &layers, 0, 1 << 16, "fit the first N layers only (0 = all)"},
         {"--eigen-tau", "T", OPT_NUM, &tau, 0.01, 1.0, "EigenAttention's threshold on the singular-value share (its ranks)"},
         {"--profile-ranks", "R,R", OPT_INTS, &pr, 1, 1024, "ranks of the error-rank profiles (PCA, held out), ascending"},
+        {"--kl-seqs", "K", OPT_INT, &kl_seqs, 1, 4096, "held-out sequences the sensitivity profiles are measured on (at most --heldout)"},
         {"--report", "PREFIX", OPT_STR, &report, 0, 0, "writes PREFIX.json and PREFIX.svg"},
         {"--out", "FILE", OPT_STR, &out, 0, 0, "calibration file to write: PCA bases (whole), learned bases, profiles"},
     };
@@ -333,6 +425,7 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
             rc = cli_usage_error("--profile-ranks: %d is not ascending in 1..%d", pr.v[i], hp->head_dim);
             goto out;
         }
+    if (kl_seqs > held) kl_seqs = held;
     if (out && L != hp->n_layer) {
         rc = cli_usage_error("--out needs every layer (drop --layers)");
         goto out;
@@ -383,6 +476,7 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
                 goto fail;
             cli_progress("calibrate stiefel: profiles", l + 1, L, t1);
         }
+        if (kl_profiles(m, ids + start + (size_t)seqs * T, T, kl_seqs, pr.v, pr.n, L, res) != KVS_OK) goto fail;
         if (allocate_ranks(m, res, L, &pr, budget) != KVS_OK) goto fail;
     }
     const double t2 = bench_now();
@@ -392,6 +486,7 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
             goto fail;
         cli_progress("calibrate stiefel: layers", l + 1, L, t2);
     }
+    if (!(budget > 0) && out && kl_profiles(m, ids + start + (size_t)seqs * T, T, kl_seqs, pr.v, pr.n, L, res) != KVS_OK) goto fail;
     printf("\nkvslim calibrate stiefel: held-out relative decoder-layer output error at %s (lower is better)\n", ranks);
     printf("| layer | ranks K/V | keys PCA | keys learned | values PCA | values learned | steps K/V |\n|---:|---:|---:|---:|---:|---:|---:|\n");
     int wins[2] = {0, 0}, cut[2] = {0, 0}; /* over the layers compressed (rank below head_dim) */
@@ -434,6 +529,11 @@ int cmd_calibrate_stiefel(int argc, char **argv) {
             json_open(&j, "profile", '[');
             for (int i = 0; i < pr.n; i++) json_num(&j, NULL, x->prof[i]);
             json_end(&j, ']');
+            if (out || budget > 0) {
+                json_open(&j, "kl_profile", '[');
+                for (int i = 0; i < pr.n; i++) json_num(&j, NULL, x->kl[i]);
+                json_end(&j, ']');
+            }
             json_end(&j, '}');
         }
     json_end(&j, ']');
