@@ -320,9 +320,10 @@ KVS_API KVS_NODISCARD kvs_status kvs_calib_create(const char *model, uint64_t mo
  * KVS_ERR_NOMEM. */
 KVS_API KVS_NODISCARD kvs_status kvs_calib_set_bases(kvs_calib *cal, kvs_basis basis, const int *rank_k, const int *rank_v,
                                                      const float *const *keys, const float *const *values);
-/* Error-rank profiles for the rank allocator: err[2][n_layers][n_ranks], keys then values, the
- * relative decoder-layer output error with PCA bases truncated to ranks[i] (strictly ascending, in
- * 1..head_dim). @return KVS_OK, KVS_ERR_ARG, KVS_ERR_NONFINITE (an error NaN, Inf or negative), KVS_ERR_NOMEM. */
+/* Error-rank profiles for the rank allocator (stiefel=auto:CR): err[2][n_layers][n_ranks], keys then
+ * values, the cost of that layer's keys (values) at ranks[i] (strictly ascending, in 1..head_dim),
+ * summed over layers by the allocator; kvslim calibrate stiefel stores the model's output KL with
+ * only that layer projected on the PCA prefix. @return KVS_OK, KVS_ERR_ARG, KVS_ERR_NONFINITE (an error NaN, Inf or negative), KVS_ERR_NOMEM. */
 KVS_API KVS_NODISCARD kvs_status kvs_calib_set_profiles(kvs_calib *cal, int n_ranks, const int *ranks, const double *err);
 /* @return KVS_OK, KVS_ERR_ARG, KVS_ERR_IO, KVS_ERR_NOMEM. */
 KVS_API KVS_NODISCARD kvs_status kvs_calib_save(const kvs_calib *cal, const char *path);
