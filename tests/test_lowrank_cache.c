@@ -157,12 +157,13 @@ static double check_against_reference(const char *what, const kvs_config *cfg, c
 /* Jensen's correction on rebuilt scores: 64 tokens stored as INT2 (or q4_0) key coefficients, one
  * query at position 64 against a double-precision reference that reads the cache's own codes and
  * steps: s = tau q . R_s(P c^) - lambda sum_j b(tau u_j delta_j / 2), u = P^T R_s^T q, with
- * b(a) = a^2/6 (taylor) or ln(sinh a / a) (exact); values are fp32 coefficients. The term must
+ * b(a) = a^2/6 (taylor) or ln(sinh a / a) (exact); values are fp32 or INT4 coefficients, read back
+ * with kvs_dequant_value (the kernel decodes them its own way). The term must
  * move the output (jensen=off differs) and match the reference, with both kernel sets. */
 static void check_jensen(const kvs_calib *cal, const float *q, const float *k, const float *v) {
     const char *cfgs[] = {"k=int2,v=fp32,rope=adjacent,stiefel=16/16,basis=pca,jensen=taylor",
                           "k=int2,v=fp32,rope=adjacent,stiefel=16/16,basis=pca,jensen=exact,lambda=0.7",
-                          "k=int4,v=fp32,rope=adjacent,stiefel=16/16,basis=pca,rotate=hadamard,jensen=taylor",
+                          "k=int4,v=int4,rope=adjacent,stiefel=16/32,basis=pca,rotate=hadamard,jensen=taylor", /* paired INT4 values too */
                           "k=q4_0,v=fp32,self=exact,rope=adjacent,stiefel=32/16,basis=pca,jensen=taylor"};
     const double min_move[] = {1e-3, 1e-3, 1e-5, 1e-5}; /* INT4-level noise: a bias ~25x smaller than INT2's */
     const char *kernel_sets[] = {"ref", "avx2"};
@@ -439,6 +440,7 @@ int main(void) {
     } bad[] = {
         {"fp32,stiefel=6/5", "rope=adjacent"},
         {"k=int4,v=int4,rope=adjacent,stiefel=32/8,basis=pca", "groups of group=32"},
+        {"k=int4,v=fp32,rope=adjacent,stiefel=5/8,basis=pca", "multiple of 8"},
         {"fp32,rope=adjacent,stiefel=6/5,jensen=taylor", "no rounding noise"},
         {"fp32,rope=adjacent,stiefel=6/5,rotate=hadamard,basis=pca", "power-of-two ranks"},
         {"fp32,rope=adjacent,stiefel=auto,basis=eigen,rotate=hadamard", "power-of-two ranks"},

@@ -20,9 +20,33 @@
  * out [n][r]; the same values as kvs_dequant_key. */
 static void decode_key_group(int b, const uint8_t *kp, int G, int r, int n, float *out) {
     const uint8_t *S = kp + (size_t)r * G * b / 8, *O = S + 2 * (size_t)r;
-    for (int c = 0; c < r; c++) {
-        const float sc = kvs_fp16_at(S, (size_t)c), of = kvs_fp16_at(O, (size_t)c);
-        for (int t = 0; t < n; t++) out[(size_t)t * r + c] = (float)kvs_get_code(kp, kvs_key_bit(b, G, c, t), b) * sc + of;
+    float sc[1024], of[1024];
+    for (int c = 0; c < r; c++) sc[c] = kvs_fp16_at(S, (size_t)c), of[c] = kvs_fp16_at(O, (size_t)c);
+    if (kvs_key_paired(b, G)) { /* walk the bytes (formats.h): chunk `sub` holds channels sub*8/b.., byte p, shift s */
+        const int cps = 8 / b;
+        const unsigned mask = (1u << b) - 1;
+        for (int sub = 0; sub < r / cps; sub++)
+            for (int p = 0; p < 32; p++) {
+                const unsigned byte = kp[(size_t)sub * 32 + p];
+                for (int s = 0; s < cps; s++) {
+                    const int t = (s % 2) * 16 + p / 2, c = sub * cps + 2 * (s / 2) + (p % 2);
+                    if (t < n) out[(size_t)t * r + c] = (float)((byte >> (b * s)) & mask) * sc[c] + of[c];
+                }
+            }
+        return;
+    }
+    for (int c = 0; c < r; c++)
+        for (int t = 0; t < n; t++) out[(size_t)t * r + c] = (float)kvs_get_code(kp, kvs_key_bit(b, G, c, t), b) * sc[c] + of[c];
+}
+
+/* An affine value token: its step and offset converted once per group of G coefficients (the
+ * same values as kvs_dequant_value, which converts them per coefficient). */
+static void decode_value_token(int b, const uint8_t *vp, int G, int r, int t, float *out) {
+    const uint8_t *S = vp + (size_t)G * r * b / 8, *O = S + 2 * (size_t)r;
+    for (int j = 0; j < r / G; j++) {
+        const size_t m = (size_t)j * G + t;
+        const float sc = kvs_fp16_at(S, m), of = kvs_fp16_at(O, m);
+        for (int c = j * G; c < (j + 1) * G; c++) out[c] = (float)kvs_get_code(vp, kvs_val_bit(b, G, r, t, c), b) * sc + of;
     }
 }
 
@@ -82,7 +106,8 @@ void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, 
             else ops->dequant(m->key.type, 1, blk, G, rk, t, coef);
             ops->rebuild(j->pkt, ct, d, rk, k);
             ops->rope(k, d, j->c->rope_cs + ((size_t)m->sinks + (size_t)grp * G + t) * d);
-            ops->dequant(m->value.type, 0, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
+            if (m->value.bits) decode_value_token(m->value.bits, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
+            else ops->dequant(m->value.type, 0, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
         }
         for (int i = j->i0; i < j->i1; i++) {
             const int nt = kvs_job_group_tokens(j, i, grp);

@@ -48,7 +48,9 @@ static kvs_status allocate(const kvs_config *c, int *rk, int *rv) {
         for (int i = 0; i <= lr->n_ranks; i++) {
             const int q = i < lr->n_ranks ? lr->ranks[i] : d;
             if (i == lr->n_ranks && lr->n_ranks && lr->ranks[lr->n_ranks - 1] == d) continue; /* already there */
-            if ((blocked(t) && q % 32) || (c->rotate && (q & (q - 1))) || (kind && affine(t) && q % c->group)) continue;
+            if ((blocked(t) && q % 32) || (c->rotate && (q & (q - 1))) || (kind && affine(t) && q % c->group) ||
+                (!kind && affine(t) && q % 8))
+                continue;
             o[k].bytes = (long)(kind ? kvs_vgroup_bytes(t, q, c->group) : kvs_kgroup_bytes(t, q, c->group)); /* G tokens */
             o[k].err = i < lr->n_ranks ? lr->profile[((size_t)kind * L + l) * lr->n_ranks + i] : 0.0;
             r[k++] = q;
@@ -116,6 +118,8 @@ kvs_status kvs__lowrank_ranks(const kvs_config *c, int *rk, int *rv) {
                 name, sk, sv, exact ? " (learned bases are fitted at their ranks: kvslim calibrate stiefel --budget gives a set for a budget)" : "");
         if ((blocked(c->k_type) && rk[l] % 32) || (blocked(c->v_type) && rv[l] % 32))
             BAD("config: layer %d's ranks %d/%d: q8_0/q4_0 coefficient rows need ranks that are multiples of 32", l, rk[l], rv[l]);
+        if (affine(c->k_type) && rk[l] % 8) /* a paired code chunk holds 8/b whole coefficients: no partial chunk */
+            BAD("config: layer %d's key rank %d: affine key coefficients need a rank that is a multiple of 8", l, rk[l]);
         if (affine(c->v_type) && rv[l] % c->group)
             BAD("config: layer %d's value rank %d: affine value coefficients come in groups of group=%d", l, rv[l], c->group);
         if (c->rotate && ((rk[l] & (rk[l] - 1)) || (rv[l] & (rv[l] - 1))))
