@@ -39,17 +39,6 @@ static void decode_key_group(int b, const uint8_t *kp, int G, int r, int n, floa
         for (int t = 0; t < n; t++) out[(size_t)t * r + c] = (float)kvs_get_code(kp, kvs_key_bit(b, G, c, t), b) * sc[c] + of[c];
 }
 
-/* An affine value token: its step and offset converted once per group of G coefficients (the
- * same values as kvs_dequant_value, which converts them per coefficient). */
-static void decode_value_token(int b, const uint8_t *vp, int G, int r, int t, float *out) {
-    const uint8_t *S = vp + (size_t)G * r * b / 8, *O = S + 2 * (size_t)r;
-    for (int j = 0; j < r / G; j++) {
-        const size_t m = (size_t)j * G + t;
-        const float sc = kvs_fp16_at(S, m), of = kvs_fp16_at(O, m);
-        for (int c = j * G; c < (j + 1) * G; c++) out[c] = (float)kvs_get_code(vp, kvs_val_bit(b, G, r, t, c), b) * sc + of;
-    }
-}
-
 /* Jensen's correction on rebuilt scores (docs/methods/jensen.md, "low-rank keys"): the stored
  * coefficients carry the rounding noise eps_j (step delta_j), and the score reads them through
  * q . R_pos P eps = u . eps with u = P^T R_pos^T q, so the term is the full-width one with u in
@@ -106,8 +95,7 @@ void kvs__lowrank_groups(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, 
             else ops->dequant(m->key.type, 1, blk, G, rk, t, coef);
             ops->rebuild(j->pkt, ct, d, rk, k);
             ops->rope(k, d, j->c->rope_cs + ((size_t)m->sinks + (size_t)grp * G + t) * d);
-            if (m->value.bits) decode_value_token(m->value.bits, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
-            else ops->dequant(m->value.type, 0, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
+            ops->dequant(m->value.type, 0, blk + m->key.bytes, G, rv, t, vc + (size_t)t * rv);
         }
         for (int i = j->i0; i < j->i1; i++) {
             const int nt = kvs_job_group_tokens(j, i, grp);

@@ -109,8 +109,9 @@ void kvs_dequant_value(kvs_type t, const uint8_t *vp, int G, int d, int tok, flo
     }
     const int nj = d / G;
     const uint8_t *S = vp + (size_t)G * d * b / 8, *O = S + 2 * (size_t)nj * G;
-    for (int c = 0; c < d; c++) {
-        const size_t m = (size_t)(c / G) * G + tok;
-        out[c] = (float)kvs_get_code(vp, kvs_val_bit(b, G, d, tok, c), b) * kvs_fp16_at(S, m) + kvs_fp16_at(O, m);
+    for (int j = 0; j < nj; j++) { /* one step and offset per group of G channels: converted once */
+        const size_t m = (size_t)j * G + tok;
+        const float sc = kvs_fp16_at(S, m), of = kvs_fp16_at(O, m);
+        for (int c = j * G; c < (j + 1) * G; c++) out[c] = (float)kvs_get_code(vp, kvs_val_bit(b, G, d, tok, c), b) * sc + of;
     }
 }

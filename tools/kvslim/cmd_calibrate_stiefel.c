@@ -273,6 +273,13 @@ static kvs_status kl_profiles(kvs_llama *m, const int32_t *seq0, int T, int nseq
     return s;
 }
 
+/* The profiles as the file stores them, err[2][L][n]: keys then values, the sensitivity profiles */
+static void profiles_of(const result *res, int L, int n, double *err) {
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < 2; k++)
+            for (int i = 0; i < n; i++) err[((size_t)k * L + l) * n + i] = res[2 * l + k].kl[i];
+}
+
 /* The ranks stiefel=auto:CR will pick from this calibration: the library's own allocation, run on
  * the PCA set and the profiles just measured, so that the learned set fitted at them is the one
  * the cache accepts (fp16 coefficient rows: every rank is allowed, costs proportional to it). */
@@ -286,9 +293,8 @@ static kvs_status allocate_ranks(const kvs_llama *m, result *res, int L, const c
     if (!rd || !rk || !rv || !kp || !vp || !err) s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory");
     for (int l = 0; !s && l < L; l++) {
         rd[l] = hp->head_dim, kp[l] = res[2 * l].pca, vp[l] = res[2 * l + 1].pca;
-        for (int k = 0; k < 2; k++)
-            for (int i = 0; i < pr->n; i++) err[((size_t)k * L + l) * pr->n + i] = res[2 * l + k].kl[i];
     }
+    if (!s) profiles_of(res, L, pr->n, err);
     if (!s) s = kvs_calib_create("allocation", kvs_llama_identity(m), L, hp->n_head, hp->n_head_kv, hp->head_dim, &cal);
     if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_PCA, rd, rd, kp, vp);
     if (!s) s = kvs_calib_set_profiles(cal, pr->n, pr->v, err);
@@ -352,9 +358,8 @@ static kvs_status save_calib(const kvs_llama *m, const char *path, const result 
     for (int l = 0; !s && l < L; l++) {
         rd[l] = hp->head_dim, rr[l] = res[2 * l].rank, rv[l] = res[2 * l + 1].rank;
         kp[l] = res[2 * l].pca, vp[l] = res[2 * l + 1].pca, kl[l] = res[2 * l].learned, vl[l] = res[2 * l + 1].learned;
-        for (int k = 0; k < 2; k++)
-            for (int i = 0; i < pr->n; i++) err[((size_t)k * L + l) * pr->n + i] = res[2 * l + k].kl[i];
     }
+    if (!s) profiles_of(res, L, pr->n, err);
     if (!s) s = kvs_calib_create(name, kvs_llama_identity(m), L, hp->n_head, hp->n_head_kv, hp->head_dim, &cal);
     if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_PCA, rd, rd, kp, vp);
     if (!s) s = kvs_calib_set_bases(cal, KVS_BASIS_LEARNED, rr, rv, kl, vl);
