@@ -89,6 +89,8 @@ expect 0 "usage: kvslim calibrate heatkv" calibrate heatkv --help
 expect 0 "usage: kvslim calibrate stiefel" calibrate stiefel --help
 expect 2 "--seq-len: 4 is out of range" calibrate stiefel --seq-len 4
 expect 2 "--rank: 0 is out of range" calibrate stiefel --rank 0
+expect 2 "--budget: 1.5 is out of range" calibrate stiefel --budget 1.5
+expect 2 "--kl-seqs: 0 is out of range" calibrate stiefel --kl-seqs 0
 expect 0 "usage: kvslim ppl" help ppl
 expect 0 "usage: kvslim bench attention" help bench attention
 expect 0 "2 usage error" --help
