@@ -5,4 +5,5 @@ double bench_now(void);               /* monotonic seconds */
 double bench_read_bandwidth(int threads, double seconds); /* bytes/s, streaming read of 1 GiB */
 int bench_attention_main(int argc, char **argv);
 int bench_bandwidth_main(int argc, char **argv);
+int bench_decode_main(int argc, char **argv);
 #endif

@@ -63,6 +63,9 @@ expect 2 "--kernels: " bench attention --kernels bogus
 expect 2 "--configs: " bench attention --configs ';;'
 expect 2 "--configs: 'nonsense'" bench attention --configs 'fp32;nonsense' 
 expect 2 "--threads: -1 is out of range" bench bandwidth --threads -1
+expect 2 "--depth: 'x' is not an integer" bench decode --depth 1024,x
+expect 2 "--steps: 0 is out of range" bench decode --steps 0
+expect 2 "--cache: " bench decode --cache ';;'
 expect 2 "-n: -3 is out of range" generate -n -3 --prompt hi
 expect 2 "--temp: 'nan' is not a finite number" generate --temp nan --prompt hi
 expect 2 "--temp: 'inf' is not a finite number" generate --temp inf --prompt hi
@@ -83,6 +86,7 @@ expect 0 "--decode N .*\(default 32\)" sweep -h
 expect 0 "--temp T" generate --help
 expect 0 "--tokens N" info --help
 expect 0 "--tokens N,N" bench attention --help
+expect 0 "--depth N,N" bench decode --help
 expect 0 "--threads N" bench bandwidth --help
 expect 0 "usage: kvslim version" version --help
 expect 0 "usage: kvslim calibrate heatkv" calibrate heatkv --help
@@ -105,6 +109,10 @@ if [ -f "$model" ]; then
     expect 2 "--rank 65 is larger than the head dimension 64" calibrate stiefel --rank 65
     expect 2 "--out needs every layer" calibrate stiefel --layers 2 --out x.kvcal
     expect 2 "--profile-ranks: 8 is not ascending" calibrate stiefel --profile-ranks 16,8
+    expect 2 "trained for 8192 tokens" bench decode --depth 8192 --steps 32
+    expect 2 "--cache: 'nonsense'" bench decode --depth 8 --steps 1 --cache 'fp32;nonsense'
+    # the whole decode measurement, small: a prefill of 16 tokens, 2 timed steps per config
+    expect 0 "\| q4_0 \| 16 \| [0-9.]+ \| [0-9.]+ \|" bench decode --depth 0,16 --steps 2 --batch 8 --cache 'fp32;q4_0'
     # the whole calibration path on every layer, two sequences of 8 tokens: inputs, PCA, descent,
     # report, calibration file (a longer timeout than expect's: sanitizer builds run it too)
     tmp=$(mktemp -d)

@@ -1,27 +1,37 @@
 /* Llama forward pass: RMSNorm, RoPE (adjacent pairs, as llama.cpp's "normal" mode on GGUF
  * weights), grouped-query attention through the kvslim cache, SwiGLU MLP, tied or untied output.
- * Weights are dequantized to fp32 at load; matrix products of a chunk go through OpenBLAS. */
+ * Weight matrices stay in the GGUF's formats (qgemv.h): decode rows go through the product that
+ * reads them in place; a chunk's rows decode blocks of weight rows to fp32 for OpenBLAS's gemm. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "model.h"
+#include "qgemv.h"
 
 typedef struct {
-    float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down; /* w: [out][in] */
-    float *wo_folded; /* kvs_llama_fold: [n_embd][n_head * rank_v] = W_o blockdiag(P_V,h(j)), or NULL */
-    int fold_in;      /* its input width n_head * rank_v */
+    float *attn_norm, *ffn_norm;                           /* [n_embd], fp32 */
+    kvs_wmat wq, wk, wv, wo, w_gate, w_up, w_down;         /* [out][in], the file's format */
+    kvs_wmat wo_folded; /* kvs_llama_fold: fp32 [n_embd][n_head * rank_v] = W_o blockdiag(P_V,h(j)); rows 0 when unfolded */
 } layer_w;
 
 struct kvs_llama {
     kvs_gguf *file;
     kvs_llama_hparams hp;
-    float *tok_embd;   /* [n_vocab][n_embd] */
+    kvs_wmat tok_embd; /* [n_vocab][n_embd] */
     float *out_norm;   /* [n_embd] */
-    float *output;     /* [n_vocab][n_embd]; == tok_embd when tied */
+    kvs_wmat output;   /* [n_vocab][n_embd]; the embedding's view when tied */
     layer_w *layers;
+    kvs_qgemv_fn gemv;
+    kvs_llama_timing timing;
+    float *scratch; /* fp32 weight rows a chunk's gemm reads (forward() runs one call at a time per model) */
+    size_t scratch_floats;
     int batch_invariant; /* see kvs_llama_set_batch_invariant */
     kvs_llama_observer observe;
     void *observe_user;
@@ -39,7 +49,7 @@ void kvs_llama_set_kv_filter(kvs_llama *m, kvs_llama_kv_filter fn, void *user) {
 }
 
 static void unfold(kvs_llama *m) {
-    for (int l = 0; l < m->hp.n_layer; l++) free(m->layers[l].wo_folded), m->layers[l].wo_folded = NULL;
+    for (int l = 0; l < m->hp.n_layer; l++) kvs_wmat_free(&m->layers[l].wo_folded);
     m->folded = NULL;
 }
 
@@ -56,25 +66,32 @@ kvs_status kvs_llama_fold(kvs_llama *m, const kvs_cache *c) {
         return kvs_report(KVS_ERR_CONFIG, "fold: needs a low-rank cache (stiefel=) with window=0, sinks=0, self=cache: every token "
                           "it attends to must be stored as coefficients");
     const int D = hp->n_embd, H = hp->n_head, hd = hp->head_dim, g = hp->n_head / hp->n_head_kv;
-    for (int l = 0; l < hp->n_layer; l++) {
+    float *wo = malloc(sizeof(float) * (size_t)D * H * hd);
+    if (!wo) return kvs_report(KVS_ERR_NOMEM, "fold: out of memory");
+    kvs_status st = KVS_OK;
+    for (int l = 0; l < hp->n_layer && !st; l++) {
         layer_w *w = &m->layers[l];
         const float *P;
         int rv;
-        kvs_status st = kvs_cache_value_basis(c, l, 0, &P, &rv);
-        if (st || !(w->wo_folded = malloc(sizeof(float) * (size_t)D * H * rv))) {
-            unfold(m);
-            return st ? st : kvs_report(KVS_ERR_NOMEM, "fold: out of memory for layer %d", l);
+        float *f = NULL;
+        if ((st = kvs_cache_value_basis(c, l, 0, &P, &rv))) break;
+        if (!(f = malloc(sizeof(float) * (size_t)D * H * rv))) {
+            st = kvs_report(KVS_ERR_NOMEM, "fold: out of memory for layer %d", l);
+            break;
         }
-        w->fold_in = H * rv;
-        for (int j = 0; j < H; j++) {
-            if ((st = kvs_cache_value_basis(c, l, j / g, &P, &rv))) {
-                unfold(m);
-                return st;
-            }
+        w->wo_folded = kvs_wmat_f32(f, D, H * rv);
+        kvs_wmat_dequant_rows(&w->wo, 0, D, wo);
+        for (int j = 0; j < H && !st; j++) {
+            if ((st = kvs_cache_value_basis(c, l, j / g, &P, &rv))) break;
             /* rows o of W_o, columns j hd .. j hd + hd: times P [hd][rv] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, rv, hd, 1.0f, w->wo + (size_t)j * hd, H * hd, P, rv, 0.0f,
-                        w->wo_folded + (size_t)j * rv, H * rv);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, rv, hd, 1.0f, wo + (size_t)j * hd, H * hd, P, rv, 0.0f,
+                        f + (size_t)j * rv, H * rv);
         }
+    }
+    free(wo);
+    if (st) {
+        unfold(m);
+        return st;
     }
     m->folded = c;
     return KVS_OK;
@@ -86,13 +103,64 @@ void kvs_llama_set_input_observer(kvs_llama *m, kvs_llama_input_observer fn, voi
     m->observe_input_user = user;
 }
 
+void kvs_llama_layer_free(kvs_llama_layer_weights *w) {
+    if (!w) return;
+    free(w->attn_norm), free(w->wq), free(w->wk), free(w->wv), free(w->wo);
+    free(w->ffn_norm), free(w->w_gate), free(w->w_up), free(w->w_down);
+    memset(w, 0, sizeof *w);
+}
+
+static float *decoded(const kvs_wmat *w) {
+    float *f = malloc(sizeof(float) * (size_t)w->rows * w->cols);
+    if (f) kvs_wmat_dequant_rows(w, 0, w->rows, f);
+    return f;
+}
+
+static float *copied(const float *x, size_t n) {
+    float *f = malloc(sizeof(float) * n);
+    if (f) memcpy(f, x, sizeof(float) * n);
+    return f;
+}
+
 kvs_status kvs_llama_layer(const kvs_llama *m, int layer, kvs_llama_layer_weights *out) {
     if (!m || !out || layer < 0 || layer >= m->hp.n_layer)
         return kvs_report(KVS_ERR_ARG, "model: layer %d outside 0..%d", layer, m ? m->hp.n_layer - 1 : -1);
     const layer_w *w = &m->layers[layer];
-    const kvs_llama_layer_weights v = {w->attn_norm, w->wq, w->wk, w->wv, w->wo, w->ffn_norm, w->w_gate, w->w_up, w->w_down};
+    const kvs_llama_layer_weights v = {copied(w->attn_norm, (size_t)m->hp.n_embd), decoded(&w->wq), decoded(&w->wk),
+                                       decoded(&w->wv), decoded(&w->wo), copied(w->ffn_norm, (size_t)m->hp.n_embd),
+                                       decoded(&w->w_gate), decoded(&w->w_up), decoded(&w->w_down)};
     *out = v;
+    if (!v.attn_norm || !v.wq || !v.wk || !v.wv || !v.wo || !v.ffn_norm || !v.w_gate || !v.w_up || !v.w_down) {
+        kvs_llama_layer_free(out);
+        return kvs_report(KVS_ERR_NOMEM, "model: out of memory for layer %d's weights", layer);
+    }
     return KVS_OK;
+}
+
+size_t kvs_llama_weight_bytes(const kvs_llama *m) {
+    if (!m) return 0;
+    size_t b = (size_t)m->hp.n_embd * sizeof(float) + m->output.row_bytes * m->output.rows; /* output norm, output */
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const layer_w *w = &m->layers[l];
+        const kvs_wmat *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        b += 2 * (size_t)m->hp.n_embd * sizeof(float);
+        for (int i = 0; i < 7; i++) b += mats[i]->row_bytes * mats[i]->rows;
+    }
+    return b;
+}
+
+void kvs_llama_timing_get(const kvs_llama *m, kvs_llama_timing *out) {
+    if (m && out) *out = m->timing;
+}
+
+void kvs_llama_timing_reset(kvs_llama *m) {
+    if (m) memset(&m->timing, 0, sizeof m->timing);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 void kvs_llama_set_observer(kvs_llama *m, kvs_llama_observer fn, void *user) {
@@ -134,6 +202,34 @@ static kvs_status load_tensor(const kvs_gguf *g, const char *name, int64_t ne0, 
     return KVS_OK;
 }
 
+/* A weight matrix [ne1][ne0] viewed in the file's format; every weight decoded once to check it is
+ * finite (a NaN in a weight would surface far away, as a NaN attention input). */
+static kvs_status load_wmat(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, kvs_wmat *out) {
+    const kvs_gguf_tensor *t = kvs_gguf_find_tensor(g, name);
+    if (!t) return kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' missing", name);
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], want [%lld, %lld]", name,
+                          (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                          (long long)ne0, (long long)ne1);
+    kvs_status s = kvs_wmat_from_tensor(t, out);
+    if (s) return s;
+    enum { ROWS = 64 };
+    float *buf = malloc(sizeof(float) * ROWS * (size_t)ne0);
+    if (!buf) return kvs_report(KVS_ERR_NOMEM, "model: out of memory checking '%s'", name);
+    for (int o0 = 0; o0 < out->rows && !s; o0 += ROWS) {
+        const int o1 = o0 + ROWS < out->rows ? o0 + ROWS : out->rows;
+        kvs_wmat_dequant_rows(out, o0, o1, buf);
+        for (size_t i = 0; i < (size_t)(o1 - o0) * ne0; i++)
+            if (!isfinite(buf[i])) {
+                s = kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' element %lld is not finite", name,
+                               (long long)((size_t)o0 * ne0 + i));
+                break;
+            }
+    }
+    free(buf);
+    return s;
+}
+
 static kvs_status get_dim(const kvs_gguf *g, const char *key, int lo, int hi, int *out) {
     int64_t v;
     kvs_status s = kvs_gguf_get_int(g, key, &v);
@@ -148,13 +244,11 @@ void kvs_llama_free(kvs_llama *m) {
     if (m->layers)
         for (int l = 0; l < m->hp.n_layer; l++) {
             layer_w *w = &m->layers[l];
-            free(w->attn_norm), free(w->wq), free(w->wk), free(w->wv), free(w->wo), free(w->wo_folded);
-            free(w->ffn_norm), free(w->w_gate), free(w->w_up), free(w->w_down);
+            free(w->attn_norm), free(w->ffn_norm), kvs_wmat_free(&w->wo_folded);
         }
     free(m->layers);
-    if (m->output != m->tok_embd) free(m->output);
-    free(m->tok_embd);
     free(m->out_norm);
+    free(m->scratch);
     kvs_gguf_close(m->file);
     free(m);
 }
@@ -165,6 +259,7 @@ kvs_status kvs_llama_load(const char *path, kvs_llama **out) {
     kvs_llama *m = calloc(1, sizeof *m);
     if (!m) return kvs_report(KVS_ERR_NOMEM, "model: out of memory");
     openblas_set_num_threads(1); /* see matmul() */
+    m->gemv = kvs_qgemv_best();
     kvs_status s = kvs_gguf_open(path, &m->file, NULL);
     if (s) goto fail;
     const kvs_gguf *g = m->file;
@@ -220,11 +315,11 @@ kvs_status kvs_llama_load(const char *path, kvs_llama **out) {
     }
     hp->n_vocab = (int)te->ne[1];
     const int D = hp->n_embd, KV = hp->n_head_kv * hp->head_dim, F = hp->n_ff;
-    if ((s = load_tensor(g, "token_embd.weight", D, hp->n_vocab, &m->tok_embd)) ||
+    if ((s = load_wmat(g, "token_embd.weight", D, hp->n_vocab, &m->tok_embd)) ||
         (s = load_tensor(g, "output_norm.weight", D, 1, &m->out_norm)))
         goto fail;
     if (kvs_gguf_find_tensor(g, "output.weight")) {
-        if ((s = load_tensor(g, "output.weight", D, hp->n_vocab, &m->output))) goto fail;
+        if ((s = load_wmat(g, "output.weight", D, hp->n_vocab, &m->output))) goto fail;
     } else {
         m->output = m->tok_embd; /* tied embeddings */
     }
@@ -235,16 +330,20 @@ kvs_status kvs_llama_load(const char *path, kvs_llama **out) {
     for (int l = 0; l < hp->n_layer; l++) {
         layer_w *w = &m->layers[l];
         const struct {
-            float **dst;
+            kvs_wmat *dst;
             const char *name;
             int64_t ne0, ne1;
-        } spec[] = {{&w->attn_norm, "attn_norm", D, 1}, {&w->wq, "attn_q", D, D},      {&w->wk, "attn_k", D, KV},
-                    {&w->wv, "attn_v", D, KV},          {&w->wo, "attn_output", D, D}, {&w->ffn_norm, "ffn_norm", D, 1},
-                    {&w->w_gate, "ffn_gate", D, F},     {&w->w_up, "ffn_up", D, F},    {&w->w_down, "ffn_down", F, D}};
+        } spec[] = {{&w->wq, "attn_q", D, D},       {&w->wk, "attn_k", D, KV},   {&w->wv, "attn_v", D, KV},
+                    {&w->wo, "attn_output", D, D}, {&w->w_gate, "ffn_gate", D, F}, {&w->w_up, "ffn_up", D, F},
+                    {&w->w_down, "ffn_down", F, D}};
+        char n[64];
+        snprintf(n, sizeof n, "blk.%d.attn_norm.weight", l);
+        if ((s = load_tensor(g, n, D, 1, &w->attn_norm))) goto fail;
+        snprintf(n, sizeof n, "blk.%d.ffn_norm.weight", l);
+        if ((s = load_tensor(g, n, D, 1, &w->ffn_norm))) goto fail;
         for (size_t i = 0; i < sizeof spec / sizeof *spec; i++) {
-            char n[64];
             snprintf(n, sizeof n, "blk.%d.%s.weight", l, spec[i].name);
-            if ((s = load_tensor(g, n, spec[i].ne0, spec[i].ne1, spec[i].dst))) goto fail;
+            if ((s = load_wmat(g, n, spec[i].ne0, spec[i].ne1, spec[i].dst))) goto fail;
         }
     }
     *out = m;
@@ -278,30 +377,80 @@ static void rmsnorm(const float *x, const float *w, float *y, int n, int D, floa
     }
 }
 
-/* y[n][out] = x[n][in] W^T, W [out][in] */
-/* OpenBLAS runs single-threaded (set at load); the output columns are split over kvslim's own
- * OpenMP threads instead. Two thread pools spinning against each other on 2 cores cost 30 %
- * (measured: 172 vs 236 tokens/s prefill with BLAS threads on vs off).
- * Batch-invariant mode: every row through the same matrix-vector product over the same column
- * parts whatever n is, so a row's result does not depend on the batch it came in (gemm blocks
- * its sums by the batch size; gemv over a fixed part does not). */
-static void matmul(const kvs_llama *m, const float *x, const float *W, float *y, int n, int in, int out) {
-    const double work = (double)(m->batch_invariant ? 1 : n) * in * out;
-    const int parts = work > 2e6 ? 4 : 1, step = (out / parts + 15) / 16 * 16;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (parts > 1)
-#endif
-    for (int p = 0; p < parts; p++) {
-        const int o0 = p * step, o1 = o0 + step < out ? o0 + step : out;
-        if (o0 >= o1) continue;
-        if (n == 1 || m->batch_invariant) /* decode: a matrix-vector product streams W once, without gemm's packing */
-            for (int i = 0; i < n; i++)
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, o1 - o0, in, 1.0f, W + (size_t)o0 * in, in, x + (size_t)i * in, 1,
-                            0.0f, y + (size_t)i * out + o0, 1);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o1 - o0, in, 1.0f, x, in, W + (size_t)o0 * in, in, 0.0f,
-                        y + o0, out);
+/* y[n][out] = x[n][in] W^T, W [out][in] in its file format.
+ * OpenBLAS runs single-threaded (set at load); the work is split over kvslim's own OpenMP threads
+ * instead. Two thread pools spinning against each other on 2 cores cost 30 % (measured: 172 vs 236
+ * tokens/s prefill with BLAS threads on vs off).
+ * Up to GEMV_ROWS rows (decode), and every row in batch-invariant mode: the product that reads the
+ * weights in their format (qgemv.h), weight rows split over the threads; a row's result depends on
+ * nothing but that row, so batch 1 and batch n give the same bits. Longer chunks: the output columns
+ * in 4 parts (as when the weights were fp32 at load, so a chunk's products keep their bits), each
+ * part's weight rows decoded to fp32 into its thread's scratch, then gemm (the decode costs a few %
+ * of the gemm's multiply-adds at n = 128). */
+enum { GEMV_ROWS = 4, GEMV_CHUNK = 16, GEMM_PARTS = 4 };
+
+static int gemm_parts(int n, int in, int out) { return (double)n * in * out > 2e6 ? GEMM_PARTS : 1; }
+static int gemm_step(int parts, int out) { return (out / parts + 15) / 16 * 16; }
+
+/* The scratch a chunk of n rows needs per thread: the largest part of any matrix, in floats. */
+static size_t scratch_floats(const kvs_llama *m, int n) {
+    size_t most = 0;
+    const kvs_wmat *mats[8] = {&m->output};
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const layer_w *w = &m->layers[l];
+        const kvs_wmat *lm[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        for (int i = 0; i < 7; i++) mats[1 + i] = lm[i];
+        for (int i = 0; i < 8; i++) {
+            const int parts = gemm_parts(n, mats[i]->cols, mats[i]->rows);
+            const size_t f = (size_t)gemm_step(parts, mats[i]->rows) * mats[i]->cols;
+            most = f > most ? f : most;
+        }
     }
+    return most;
+}
+
+typedef struct {
+    float *buf; /* threads × per_thread */
+    size_t per_thread;
+    int threads;
+} scratch_t;
+
+static void matmul(kvs_llama *m, const float *x, const kvs_wmat *W, float *y, int n, const scratch_t *sc) {
+    const int in = W->cols, out = W->rows;
+    const double t0 = now_s();
+    if (n <= GEMV_ROWS || m->batch_invariant || !sc->buf) {
+        const int chunks = (out + GEMV_CHUNK - 1) / GEMV_CHUNK;
+        const kvs_qgemv_fn gemv = m->gemv;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((double)n * in * out >= 65536.0)
+#endif
+        for (int c = 0; c < chunks; c++) {
+            const int o0 = c * GEMV_CHUNK, o1 = o0 + GEMV_CHUNK < out ? o0 + GEMV_CHUNK : out;
+            for (int i = 0; i < n; i++) gemv(W, x + (size_t)i * in, y + (size_t)i * out + o0, o0, o1);
+        }
+    } else {
+        const int parts = gemm_parts(n, in, out), step = gemm_step(parts, out);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(sc->threads) if (parts > 1)
+#endif
+        for (int p = 0; p < parts; p++) {
+            const int o0 = p * step, o1 = o0 + step < out ? o0 + step : out;
+            if (o0 >= o1) continue;
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num();
+#else
+            const int tid = 0;
+#endif
+            const float *wf = (const float *)(const void *)(W->data + (size_t)o0 * W->row_bytes); /* fp32 rows: in place */
+            if (W->type != KVS_GGML_F32) {
+                float *buf = sc->buf + (size_t)tid * sc->per_thread;
+                kvs_wmat_dequant_rows(W, o0, o1, buf);
+                wf = buf;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o1 - o0, in, 1.0f, x, in, wf, in, 0.0f, y + o0, out);
+        }
+    }
+    m->timing.weights_s += now_s() - t0;
 }
 
 void kvs_llama_set_batch_invariant(kvs_llama *m, int on) {
@@ -356,47 +505,64 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
     float *x = malloc(sizeof(float) * n * D), *h = malloc(sizeof(float) * n * D), *q = malloc(sizeof(float) * n * D);
     float *k = malloc(sizeof(float) * n * KVD), *v = malloc(sizeof(float) * n * KVD), *att = malloc(sizeof(float) * n * D);
     float *g = malloc(sizeof(float) * n * F), *u = malloc(sizeof(float) * n * F), *cs = malloc(sizeof(float) * n * hd);
+    scratch_t sc = {NULL, 0, 1};
+    const double t_start = now_s();
     kvs_status s = KVS_OK;
-    if (!x || !h || !q || !k || !v || !att || !g || !u || !cs) {
+    if (n > GEMV_ROWS && !m->batch_invariant) { /* gemm path: each thread decodes a part's weight rows */
+#ifdef _OPENMP
+        sc.threads = omp_get_max_threads() < GEMM_PARTS ? omp_get_max_threads() : GEMM_PARTS;
+#endif
+        sc.per_thread = scratch_floats(m, n);
+        if (m->scratch_floats < sc.per_thread * sc.threads) { /* kept: a chunk's weights decode into it 7 × layers times */
+            free(m->scratch);
+            m->scratch_floats = (m->scratch = malloc(sizeof(float) * sc.per_thread * sc.threads)) ? sc.per_thread * sc.threads : 0;
+        }
+        sc.buf = m->scratch;
+    }
+    if (!x || !h || !q || !k || !v || !att || !g || !u || !cs || (n > GEMV_ROWS && !m->batch_invariant && !sc.buf)) {
         s = kvs_report(KVS_ERR_NOMEM, "forward: out of memory for %d tokens", n);
         goto done;
     }
-    for (int i = 0; i < n; i++) memcpy(x + (size_t)i * D, m->tok_embd + (size_t)tokens[i] * D, sizeof(float) * D);
+    for (int i = 0; i < n; i++) kvs_wmat_dequant_rows(&m->tok_embd, tokens[i], tokens[i] + 1, x + (size_t)i * D);
     rope_table(cs, n, hd, pos0, hp->rope_base);
     for (int l = 0; l < hp->n_layer; l++) {
         const layer_w *w = &m->layers[l];
         if (m->observe_input) m->observe_input(m->observe_input_user, l, n, pos0, x);
         rmsnorm(x, w->attn_norm, h, n, D, hp->rms_eps);
-        matmul(m, h, w->wq, q, n, D, D);
-        matmul(m, h, w->wk, k, n, D, (int)KVD);
-        matmul(m, h, w->wv, v, n, D, (int)KVD);
+        matmul(m, h, &w->wq, q, n, &sc);
+        matmul(m, h, &w->wk, k, n, &sc);
+        matmul(m, h, &w->wv, v, n, &sc);
         if (m->filter) m->filter(m->filter_user, l, n, pos0, k, v);
         if (!cache_rope) {
             rope(q, n, H, hd, cs);
             rope(k, n, HKV, hd, cs);
         }
         if (m->observe) m->observe(m->observe_user, l, n, pos0, q, k);
+        const double t_att = now_s();
         if (m->folded) { /* value coefficients straight into W_o' = W_o P_V */
             if ((s = kvs_attend_coef(cache, l, n, q, k, v, att)) || (s = kvs_cache_append(cache, l, n, k, v))) goto done;
-            matmul(m, att, w->wo_folded, h, n, w->fold_in, D);
         } else {
             if ((s = kvs_attend(cache, l, n, q, k, v, att)) || (s = kvs_cache_append(cache, l, n, k, v))) goto done;
-            matmul(m, att, w->wo, h, n, D, D);
         }
+        m->timing.attention_s += now_s() - t_att;
+        matmul(m, att, m->folded ? &w->wo_folded : &w->wo, h, n, &sc);
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] += h[i];
         rmsnorm(x, w->ffn_norm, h, n, D, hp->rms_eps);
-        matmul(m, h, w->w_gate, g, n, D, F);
-        matmul(m, h, w->w_up, u, n, D, F);
+        matmul(m, h, &w->w_gate, g, n, &sc);
+        matmul(m, h, &w->w_up, u, n, &sc);
         for (size_t i = 0; i < (size_t)n * F; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        matmul(m, g, w->w_down, h, n, F, D);
+        matmul(m, g, &w->w_down, h, n, &sc);
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] += h[i];
     }
     if (logits && first_logit < n) {
         const int nl = n - first_logit;
         rmsnorm(x + (size_t)first_logit * D, m->out_norm, h, nl, D, hp->rms_eps);
-        matmul(m, h, m->output, logits, nl, D, V);
+        matmul(m, h, &m->output, logits, nl, &sc);
     }
 done:
     free(x), free(h), free(q), free(k), free(v), free(att), free(g), free(u), free(cs);
+    m->timing.total_s += now_s() - t_start;
+    m->timing.calls++;
+    m->timing.tokens += n;
     return s;
 }

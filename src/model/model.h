@@ -94,7 +94,6 @@ const char *kvs_ggml_type_name(uint32_t type);
 /* Dequantize n elements (a multiple of the block size) of a row. @return KVS_OK or
  * KVS_ERR_UNSUPPORTED for a type without a decoder. */
 KVS_NODISCARD kvs_status kvs_ggml_dequant(uint32_t type, const uint8_t *src, float *dst, int64_t n);
-#endif
 
 /* ---- Llama forward pass ----------------------------------------------------------------------- */
 
@@ -105,13 +104,27 @@ typedef struct {
 
 typedef struct kvs_llama kvs_llama;
 
-/* Load a Llama-architecture GGUF: hyper-parameters from its metadata, every weight dequantized
- * to fp32. @return KVS_OK, KVS_ERR_IO, KVS_ERR_FORMAT (missing key/tensor, wrong shape),
- * KVS_ERR_UNSUPPORTED (architecture, tensor type), KVS_ERR_NOMEM. */
+/* Load a Llama-architecture GGUF: hyper-parameters from its metadata; the weight matrices stay in
+ * the file's own formats (memory-mapped, read in place by the products: qgemv.h), every weight is
+ * checked finite once. @return KVS_OK, KVS_ERR_IO, KVS_ERR_FORMAT (missing key/tensor, wrong shape,
+ * a weight not finite), KVS_ERR_UNSUPPORTED (architecture, tensor type), KVS_ERR_NOMEM. */
 KVS_NODISCARD kvs_status kvs_llama_load(const char *path, kvs_llama **out);
 void kvs_llama_free(kvs_llama *m);
 const kvs_llama_hparams *kvs_llama_params(const kvs_llama *m);
 const kvs_gguf *kvs_llama_file(const kvs_llama *m);
+/* Bytes of the weights a forward pass reads (matrices in their file formats, norms in fp32, the
+ * output matrix once when tied): what a decode step streams from memory. */
+size_t kvs_llama_weight_bytes(const kvs_llama *m);
+
+/* Where forward() spends its time, summed over calls since the last reset (monotonic clock):
+ * weights = every matrix product (output layer included), attention = kvs_attend plus the cache
+ * append, total = whole calls; total - weights - attention is the rest (norms, RoPE, SwiGLU). */
+typedef struct {
+    double weights_s, attention_s, total_s;
+    long long calls, tokens;
+} kvs_llama_timing;
+void kvs_llama_timing_get(const kvs_llama *m, kvs_llama_timing *out);
+void kvs_llama_timing_reset(kvs_llama *m);
 /* A cache config with this model's shapes (layers, heads, head_dim) and the given capacity. */
 kvs_config kvs_llama_cache_config(const kvs_llama *m, int max_tokens);
 
@@ -134,13 +147,14 @@ void kvs_llama_set_input_observer(kvs_llama *m, kvs_llama_input_observer fn, voi
  * the attention and the cache (calibration: the model with one layer's keys projected). */
 typedef void (*kvs_llama_kv_filter)(void *user, int layer, int n, int pos0, float *k, float *v);
 void kvs_llama_set_kv_filter(kvs_llama *m, kvs_llama_kv_filter fn, void *user);
-/* One layer's weights as loaded (fp32, [out][in]: y = x W^T; wq and wk in the GGUF's row order,
- * RoPE on adjacent pairs). Read-only views owned by the model. */
+/* One layer's weights decoded to fp32 ([out][in]: y = x W^T; wq and wk in the GGUF's row order,
+ * RoPE on adjacent pairs): copies the caller frees with kvs_llama_layer_free. */
 typedef struct {
-    const float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+    float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
 } kvs_llama_layer_weights;
-/* @return KVS_OK or KVS_ERR_ARG (layer out of range). */
+/* @return KVS_OK, KVS_ERR_ARG (layer out of range), KVS_ERR_NOMEM (then nothing to free). */
 KVS_NODISCARD kvs_status kvs_llama_layer(const kvs_llama *m, int layer, kvs_llama_layer_weights *out);
+void kvs_llama_layer_free(kvs_llama_layer_weights *w);
 /* StiefAttention's value bases folded into the output projection (spec section 2.3, oracle 10):
  * from now on forward() takes the value coefficients from kvs_attend_coef and multiplies them by
  * W_o' = W_o P_V (per query head, its KV head's basis) instead of projecting them back to head_dim
@@ -155,7 +169,9 @@ uint64_t kvs_llama_identity(const kvs_llama *m);
 /* Run n tokens (positions pos0 .. pos0+n-1, pos0 = tokens already in the cache) through the model:
  * attention over the cache plus the chunk, then the chunk's keys/values are appended to `cache`.
  * Logits of rows first_logit .. n-1 are written to logits[(i - first_logit) * n_vocab] (logits
- * may be NULL). @return KVS_OK or the first failing status (cache full, NaN, out of memory). */
+ * may be NULL). One call at a time per model (it keeps the fp32 scratch that a chunk's weight rows
+ * decode into, and its timing). @return KVS_OK or the first failing status (cache full, NaN, out
+ * of memory). */
 KVS_NODISCARD kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *tokens, int n, int pos0,
                                           int first_logit, float *logits);
 
@@ -228,3 +244,4 @@ KVS_NODISCARD kvs_status kvs_ppl_chunk(kvs_llama *m, kvs_cache *cache, const int
 /* exp(mean nll) and llama.cpp's uncertainty estimate. */
 double kvs_ppl_value(const kvs_ppl_acc *a);
 double kvs_ppl_error(const kvs_ppl_acc *a);
+#endif

@@ -133,6 +133,7 @@ static kvs_status fit_layer(const kvs_llama *m, int l, const float *X, int seqs,
     kvs_lr_fit *tr[2] = {NULL, NULL}, *ho[2] = {NULL, NULL}; /* per kind: a fit is one thread's work space */
     int ok = Xd != NULL;
     for (int i = 0; i < 9; i++) ok &= (w[i] = to_double(src[i], ns[i])) != NULL;
+    kvs_llama_layer_free(&lw); /* the fp32 copies: the fit works in double */
     if (!ok) {
         s = kvs_report(KVS_ERR_NOMEM, "calibrate stiefel: out of memory for layer %d", l);
         goto done;

@@ -78,6 +78,8 @@ static const command k_commands[] = {
     {"bench attention", "decode attention speed per cache config and length, against the roofline",
      bench_attention_main},
     {"bench bandwidth", "streaming read bandwidth of this machine", bench_bandwidth_main},
+    {"bench decode", "end-to-end decode speed after a prefill, split into weights, attention and the rest",
+     bench_decode_main},
     {"version", "version and the attention kernels in use", cmd_version},
 };
 
@@ -113,7 +115,7 @@ static int dispatch(int argc, char **argv) {
     /* "bench" and "calibrate" take the benchmark's or the method's name as a second word */
     const int words = !strcmp(argv[1], "bench") || !strcmp(argv[1], "calibrate") ? 2 : 1;
     if (argc < 1 + words)
-        return cli_usage_error(words == 2 && argv[1][0] == 'b' ? "bench: missing benchmark name (attention or bandwidth)"
+        return cli_usage_error(words == 2 && argv[1][0] == 'b' ? "bench: missing benchmark name (attention, bandwidth or decode)"
                                                                 : "calibrate: missing method name (heatkv, stiefel)");
     if (words == 2 && is_help(argv[2])) {
         print_commands();
