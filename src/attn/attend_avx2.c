@@ -758,29 +758,71 @@ static const kvs_groups_entry avx2_groups[] = {
 
 enum { FP_TILE = 64 };
 
-/* One tile of cnt <= FP_TILE fp32 rows for one query head. */
-static void fp_tile(const float *q, int d, float tau, const float *const *kr, const float *const *vr, int cnt, float *m,
-                    float *l, float *acc, float *s) {
-    for (int t = 0; t < cnt; t++) {
-        __m256 a = _mm256_setzero_ps();
-        for (int c = 0; c < d; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(kr[t] + c), a);
-        s[t] = tau * hsum(a);
+/* Scores of a tile for up to 3 query heads, 4 keys at a time: 12 independent accumulators, each
+ * key chunk loaded once for the heads. Every score is still its own chain, a = fma(q[c..c+7],
+ * k[c..c+7], a) over c in order, then hsum and × tau: the bits of one query and one key alone. */
+static inline __attribute__((always_inline)) void fp_scores_H(const float *const *qh, int d, float tau,
+                                                              const float *const *kr, int cnt, float *s, const int HB) {
+    int t = 0;
+    for (; t + 4 <= cnt; t += 4) {
+        __m256 a[3][4];
+        for (int h = 0; h < HB; h++)
+            for (int u = 0; u < 4; u++) a[h][u] = _mm256_setzero_ps();
+        for (int c = 0; c < d; c += 8) {
+            __m256 kv[4];
+            for (int u = 0; u < 4; u++) kv[u] = _mm256_loadu_ps(kr[t + u] + c);
+            for (int h = 0; h < HB; h++) {
+                const __m256 qv = _mm256_loadu_ps(qh[h] + c);
+                for (int u = 0; u < 4; u++) a[h][u] = _mm256_fmadd_ps(qv, kv[u], a[h][u]);
+            }
+        }
+        for (int h = 0; h < HB; h++)
+            for (int u = 0; u < 4; u++) s[h * FP_TILE + t + u] = tau * hsum(a[h][u]);
     }
-    softmax_tile(s, cnt, m, l, acc, d);
-    for (int t = 0; t < cnt; t++) {
-        const __m256 pv = _mm256_set1_ps(s[t]);
-        for (int c = 0; c < d; c += 8)
-            _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr[t] + c), _mm256_loadu_ps(acc + c)));
+    for (; t < cnt; t++)
+        for (int h = 0; h < HB; h++) {
+            __m256 a = _mm256_setzero_ps();
+            for (int c = 0; c < d; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + c), _mm256_loadu_ps(kr[t] + c), a);
+            s[h * FP_TILE + t] = tau * hsum(a);
+        }
+}
+
+/* acc[0..d) += Σ_t s[t] v_t, 64 channels at a time held in registers across the tile's rows: per
+ * channel the same fma sequence over t as a load-add-store per row, without the store-to-load
+ * chain through memory. */
+static inline void fp_values(const float *s, const float *const *vr, int cnt, int d, float *acc) {
+    for (int c0 = 0; c0 < d; c0 += 64) {
+        const int nv = (d - c0 < 64 ? d - c0 : 64) / 8;
+        __m256 A[8];
+        for (int x = 0; x < nv; x++) A[x] = _mm256_loadu_ps(acc + c0 + 8 * x);
+        for (int t = 0; t < cnt; t++) {
+            const __m256 pv = _mm256_set1_ps(s[t]);
+            for (int x = 0; x < nv; x++) A[x] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr[t] + c0 + 8 * x), A[x]);
+        }
+        for (int x = 0; x < nv; x++) _mm256_storeu_ps(acc + c0 + 8 * x, A[x]);
     }
 }
 
-/* A tile of rows for the g query heads of query i. */
+/* A tile of rows for the g query heads of query i: scores 3 heads at a time, then each head's
+ * online-softmax step and value accumulation. */
 static void fp_heads(const kvs_attn_job *j, kvs_partial *p, int i, const float *const *kr, const float *const *vr,
                      int cnt, float *s) {
     const int d = j->m->d, g = j->m->g;
-    for (int h = 0; h < g; h++) {
-        const size_t o = (size_t)i * g + h;
-        fp_tile(kvs_job_q(j, j->q, i, h), d, j->m->tau, kr, vr, cnt, &p->m[o], &p->l[o], p->acc + o * d, s);
+    for (int h0 = 0; h0 < g; h0 += 3) {
+        const int hb = g - h0 < 3 ? g - h0 : 3;
+        const float *qh[3];
+        for (int h = 0; h < hb; h++) qh[h] = kvs_job_q(j, j->q, i, h0 + h);
+        switch (hb) {
+        case 1: fp_scores_H(qh, d, j->m->tau, kr, cnt, s, 1); break;
+        case 2: fp_scores_H(qh, d, j->m->tau, kr, cnt, s, 2); break;
+        default: fp_scores_H(qh, d, j->m->tau, kr, cnt, s, 3); break;
+        }
+        for (int h = 0; h < hb; h++) {
+            const size_t o = (size_t)i * g + h0 + h;
+            float *sh = s + (size_t)h * FP_TILE;
+            softmax_tile(sh, cnt, &p->m[o], &p->l[o], p->acc + o * d, d);
+            fp_values(sh, vr, cnt, d, p->acc + o * d);
+        }
     }
 }
 
@@ -791,7 +833,7 @@ static void fp_avx2(const kvs_attn_job *j, kvs_partial *p) {
     const struct kvs_cache *c = j->c;
     const int d = j->m->d, g = j->m->g;
     const float *kr[FP_TILE], *vr[FP_TILE];
-    float s[FP_TILE];
+    float s[3 * FP_TILE];
     kvs_rows rows[5];
     for (int i = j->i0; i < j->i1; i++) {
         for (int h = 0; h < g; h++) {
