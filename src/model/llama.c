@@ -415,42 +415,61 @@ typedef struct {
     int threads;
 } scratch_t;
 
-static void matmul(kvs_llama *m, const float *x, const kvs_wmat *W, float *y, int n, const scratch_t *sc) {
-    const int in = W->cols, out = W->rows;
+/* y_i = x W_i^T for `count` matrices of the same input width (q, k, v; gate, up): decode rows share
+ * one parallel region over all their row chunks, so the threads meet once, not once per matrix. */
+static void matmul_many(kvs_llama *m, const float *x, const kvs_wmat *const *W, float *const *y, int count, int n,
+                        const scratch_t *sc) {
     const double t0 = now_s();
     if (n <= GEMV_ROWS || m->batch_invariant || !sc->buf) {
-        const int chunks = (out + GEMV_CHUNK - 1) / GEMV_CHUNK;
+        int first[4], total = 0; /* chunk index where each matrix starts */
+        double work = 0.0;
+        for (int i = 0; i < count; i++) {
+            first[i] = total;
+            total += (W[i]->rows + GEMV_CHUNK - 1) / GEMV_CHUNK;
+            work += (double)n * W[i]->cols * W[i]->rows;
+        }
         const kvs_qgemv_fn gemv = m->gemv;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((double)n * in * out >= 65536.0)
+#pragma omp parallel for schedule(static) if (work >= 65536.0)
 #endif
-        for (int c = 0; c < chunks; c++) {
-            const int o0 = c * GEMV_CHUNK, o1 = o0 + GEMV_CHUNK < out ? o0 + GEMV_CHUNK : out;
-            for (int i = 0; i < n; i++) gemv(W, x + (size_t)i * in, y + (size_t)i * out + o0, o0, o1);
+        for (int c = 0; c < total; c++) {
+            int i = count - 1;
+            while (c < first[i]) i--;
+            const kvs_wmat *w = W[i];
+            const int in = w->cols, out = w->rows, o0 = (c - first[i]) * GEMV_CHUNK;
+            const int o1 = o0 + GEMV_CHUNK < out ? o0 + GEMV_CHUNK : out;
+            for (int r = 0; r < n; r++) gemv(w, x + (size_t)r * in, y[i] + (size_t)r * out + o0, o0, o1);
         }
     } else {
-        const int parts = gemm_parts(n, in, out), step = gemm_step(parts, out);
+        for (int i = 0; i < count; i++) {
+            const kvs_wmat *w = W[i];
+            const int in = w->cols, out = w->rows, parts = gemm_parts(n, in, out), step = gemm_step(parts, out);
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(sc->threads) if (parts > 1)
 #endif
-        for (int p = 0; p < parts; p++) {
-            const int o0 = p * step, o1 = o0 + step < out ? o0 + step : out;
-            if (o0 >= o1) continue;
+            for (int p = 0; p < parts; p++) {
+                const int o0 = p * step, o1 = o0 + step < out ? o0 + step : out;
+                if (o0 >= o1) continue;
 #ifdef _OPENMP
-            const int tid = omp_get_thread_num();
+                const int tid = omp_get_thread_num();
 #else
-            const int tid = 0;
+                const int tid = 0;
 #endif
-            const float *wf = (const float *)(const void *)(W->data + (size_t)o0 * W->row_bytes); /* fp32 rows: in place */
-            if (W->type != KVS_GGML_F32) {
-                float *buf = sc->buf + (size_t)tid * sc->per_thread;
-                kvs_wmat_dequant_rows(W, o0, o1, buf);
-                wf = buf;
+                const float *wf = (const float *)(const void *)(w->data + (size_t)o0 * w->row_bytes); /* fp32 rows: in place */
+                if (w->type != KVS_GGML_F32) {
+                    float *buf = sc->buf + (size_t)tid * sc->per_thread;
+                    kvs_wmat_dequant_rows(w, o0, o1, buf);
+                    wf = buf;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o1 - o0, in, 1.0f, x, in, wf, in, 0.0f, y[i] + o0, out);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o1 - o0, in, 1.0f, x, in, wf, in, 0.0f, y + o0, out);
         }
     }
     m->timing.weights_s += now_s() - t0;
+}
+
+static void matmul(kvs_llama *m, const float *x, const kvs_wmat *W, float *y, int n, const scratch_t *sc) {
+    matmul_many(m, x, &W, &y, 1, n, sc);
 }
 
 void kvs_llama_set_batch_invariant(kvs_llama *m, int on) {
@@ -529,9 +548,9 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
         const layer_w *w = &m->layers[l];
         if (m->observe_input) m->observe_input(m->observe_input_user, l, n, pos0, x);
         rmsnorm(x, w->attn_norm, h, n, D, hp->rms_eps);
-        matmul(m, h, &w->wq, q, n, &sc);
-        matmul(m, h, &w->wk, k, n, &sc);
-        matmul(m, h, &w->wv, v, n, &sc);
+        const kvs_wmat *qkv_w[3] = {&w->wq, &w->wk, &w->wv};
+        float *const qkv[3] = {q, k, v};
+        matmul_many(m, h, qkv_w, qkv, 3, n, &sc);
         if (m->filter) m->filter(m->filter_user, l, n, pos0, k, v);
         if (!cache_rope) {
             rope(q, n, H, hd, cs);
@@ -548,8 +567,9 @@ kvs_status kvs_llama_forward(kvs_llama *m, kvs_cache *cache, const int32_t *toke
         matmul(m, att, m->folded ? &w->wo_folded : &w->wo, h, n, &sc);
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] += h[i];
         rmsnorm(x, w->ffn_norm, h, n, D, hp->rms_eps);
-        matmul(m, h, &w->w_gate, g, n, &sc);
-        matmul(m, h, &w->w_up, u, n, &sc);
+        const kvs_wmat *gu_w[2] = {&w->w_gate, &w->w_up};
+        float *const gu[2] = {g, u};
+        matmul_many(m, h, gu_w, gu, 2, n, &sc);
         for (size_t i = 0; i < (size_t)n * F; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
         matmul(m, g, &w->w_down, h, n, &sc);
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] += h[i];

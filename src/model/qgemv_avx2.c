@@ -23,22 +23,21 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* 16 packed nibbles -> the block's 32 codes as fp32: low nibbles are elements 0..15, high 16..31 */
+/* 16 packed nibbles -> the block's 32 codes as fp32: low nibbles are elements 0..15, high 16..31.
+ * Each 8 bytes widen straight from memory to 32-bit lanes (one load-and-extend), then the nibbles
+ * are masked and shifted in those lanes: no byte shuffles. */
 static inline void nibbles(const uint8_t *qs, __m256 f[4]) {
-    const __m128i q = _mm_loadu_si128((const __m128i *)qs), m4 = _mm_set1_epi8(15);
-    const __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-    f[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-    f[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-    f[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-    f[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+    const __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qs));
+    const __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8)));
+    const __m256i m4 = _mm256_set1_epi32(15);
+    f[0] = _mm256_cvtepi32_ps(_mm256_and_si256(b0, m4));
+    f[1] = _mm256_cvtepi32_ps(_mm256_and_si256(b1, m4));
+    f[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b0, 4));
+    f[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b1, 4));
 }
 
 static inline void bytes8(const uint8_t *qs, __m256 f[4]) {
-    const __m128i a = _mm_loadu_si128((const __m128i *)qs), b = _mm_loadu_si128((const __m128i *)(qs + 16));
-    f[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(a));
-    f[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(a, 8)));
-    f[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-    f[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+    for (int i = 0; i < 4; i++) f[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8 * i))));
 }
 
 enum { MAX_BLOCKS = 4096 }; /* x's block sums on the stack: rows up to 131072 weights */
