@@ -429,17 +429,33 @@ static void matmul_many(kvs_llama *m, const float *x, const kvs_wmat *const *W, 
             work += (double)n * W[i]->cols * W[i]->rows;
         }
         const kvs_qgemv_fn gemv = m->gemv;
+        /* each input row prepared once (block sums, 16-bit codes) for every matrix and thread */
+        const int in = W[0]->cols;
+        const size_t qb = kvs_qvec_bytes(in);
+        kvs_qvec qv_stack[GEMV_ROWS], *qv = n <= GEMV_ROWS ? qv_stack : malloc(sizeof(kvs_qvec) * (size_t)n);
+        unsigned char *buf = malloc(qb * (size_t)n);
+        if (!qv || !buf) { /* tiny; if even this fails, the reference needs no prepared codes */
+            for (int i = 0; i < count; i++)
+                for (int r = 0; r < n; r++) {
+                    const kvs_qvec plain = {x + (size_t)r * in, in, 0, NULL, NULL, NULL};
+                    kvs_qgemv_ref(W[i], &plain, y[i] + (size_t)r * W[i]->rows, 0, W[i]->rows);
+                }
+        } else {
+            for (int r = 0; r < n; r++) kvs_qvec_prepare(x + (size_t)r * in, in, buf + qb * (size_t)r, &qv[r]);
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (work >= 65536.0)
 #endif
-        for (int c = 0; c < total; c++) {
-            int i = count - 1;
-            while (c < first[i]) i--;
-            const kvs_wmat *w = W[i];
-            const int in = w->cols, out = w->rows, o0 = (c - first[i]) * GEMV_CHUNK;
-            const int o1 = o0 + GEMV_CHUNK < out ? o0 + GEMV_CHUNK : out;
-            for (int r = 0; r < n; r++) gemv(w, x + (size_t)r * in, y[i] + (size_t)r * out + o0, o0, o1);
+            for (int c = 0; c < total; c++) {
+                int i = count - 1;
+                while (c < first[i]) i--;
+                const kvs_wmat *w = W[i];
+                const int out = w->rows, o0 = (c - first[i]) * GEMV_CHUNK;
+                const int o1 = o0 + GEMV_CHUNK < out ? o0 + GEMV_CHUNK : out;
+                for (int r = 0; r < n; r++) gemv(w, &qv[r], y[i] + (size_t)r * out + o0, o0, o1);
+            }
         }
+        if (qv != qv_stack) free(qv);
+        free(buf);
     } else {
         for (int i = 0; i < count; i++) {
             const kvs_wmat *w = W[i];

@@ -1,5 +1,6 @@
 /* Weight matrices in their GGUF format: views, decoding, and the scalar reference product
  * (qgemv.h). The reference decodes each block with kvs_ggml_dequant and sums the row in double. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,9 +39,10 @@ void kvs_wmat_dequant_rows_ref(const kvs_wmat *w, int o0, int o1, float *out) {
     }
 }
 
-void kvs_qgemv_ref(const kvs_wmat *w, const float *x, float *y, int o0, int o1) {
+void kvs_qgemv_ref(const kvs_wmat *w, const kvs_qvec *xv, float *y, int o0, int o1) {
     const int bs = kvs_ggml_block_size(w->type);
     const size_t bb = kvs_ggml_block_bytes(w->type);
+    const float *x = xv->x;
     float blk[256]; /* the largest block (k-quants) */
     for (int o = o0; o < o1; o++) {
         const uint8_t *row = w->data + (size_t)o * w->row_bytes;
@@ -52,6 +54,60 @@ void kvs_qgemv_ref(const kvs_wmat *w, const float *x, float *y, int o0, int o1) 
         }
         y[o - o0] = (float)acc;
     }
+}
+
+static size_t up32(size_t n) { return (n + 31) / 32 * 32; }
+
+size_t kvs_qvec_bytes(int cols) {
+    const size_t nb = cols % 32 ? 0 : (size_t)cols / 32;
+    return 32 + 2 * up32(nb * 8 * sizeof(float)) + up32(nb * 32 * sizeof(int16_t));
+}
+
+void kvs_qvec_prepare(const float *x, int cols, void *buf, kvs_qvec *v) {
+    const int nb = cols % 32 ? 0 : cols / 32;
+    uint8_t *p = (uint8_t *)(((uintptr_t)buf + 31) / 32 * 32);
+    v->x = x;
+    v->cols = cols;
+    v->nb = nb;
+    v->xs = (float *)(void *)p;
+    v->sx = (float *)(void *)(p + up32((size_t)nb * 8 * sizeof(float)));
+    v->xq = (int16_t *)(void *)(p + 2 * up32((size_t)nb * 8 * sizeof(float)));
+    for (int b = 0; b < nb; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0.0f;
+        for (int l = 0; l < 8; l++) v->xs[8 * b + l] = (xb[l] + xb[8 + l]) + (xb[16 + l] + xb[24 + l]);
+        for (int j = 0; j < 32; j++) amax = fabsf(xb[j]) > amax ? fabsf(xb[j]) : amax;
+        const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        for (int l = 0; l < 8; l++) v->sx[8 * b + l] = amax / 32767.0f;
+        for (int j = 0; j < 32; j++) {
+            const float r = nearbyintf(xb[j] * inv);
+            v->xq[32 * b + j] = (int16_t)(r > 32767.0f ? 32767 : r < -32767.0f ? -32767 : r);
+        }
+    }
+}
+
+/* Σ_b step_b / 2 × Σ_j |d_b q_bj| over the row's codes (rounding of x), + the fp32 slack */
+double kvs_qgemv_bound(const kvs_wmat *w, const kvs_qvec *xv, int o) {
+    const int bs = kvs_ggml_block_size(w->type);
+    const size_t bb = kvs_ggml_block_bytes(w->type);
+    const uint8_t *row = w->data + (size_t)o * w->row_bytes;
+    float blk[256];
+    double mag = 0.0, rnd = 0.0;
+    for (int b = 0; b < w->cols / bs; b++) {
+        const kvs_status s = kvs_ggml_dequant(w->type, row + (size_t)b * bb, blk, bs);
+        (void)s;
+        for (int j = 0; j < bs; j++) mag += fabs((double)blk[j] * xv->x[b * bs + j]);
+        if (bs == 32 && xv->nb && (w->type == KVS_GGML_Q4_0 || w->type == KVS_GGML_Q4_1 || w->type == KVS_GGML_Q8_0)) {
+            /* |d q| per element: Q4_1's w - m, Q4_0's w + 8 d (codes are nibbles), Q8_0's w */
+            float df;
+            const kvs_status s2 = kvs_ggml_dequant(KVS_GGML_F16, row + (size_t)b * bb, &df, 1); /* the block's d */
+            (void)s2;
+            const double d = fabs((double)df);
+            const double qmax = w->type == KVS_GGML_Q8_0 ? 128.0 : 15.0;
+            rnd += 0.5 * (double)xv->sx[8 * b] * 32.0 * d * qmax;
+        }
+    }
+    return rnd + KVS_QGEMV_REL_TOL * mag;
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
