@@ -4,8 +4,8 @@
  * Σ w x = d Σ q x + m Σ x. The codes widen to int16 and meet x's 16-bit codes in pmaddwd (exact
  * int32 sums: |q| <= 128, |xq| <= 32767), one convert, times x's step and d; m times the block's
  * fp32 Σ x, whose 8 partial sums are prepared once per vector, so the minimum needs no scalar
- * chain. Rounding x to 16 bits (ggml rounds it to 8) halves the instructions per block against
- * fp32 codes and FMAs: 23 against 17 G weights/s on one core of the development machine. F32 and
+ * chain. Rounding x to 16 bits (ggml rounds it to 8) cuts about a quarter of the instructions per
+ * block against fp32 codes and FMAs: 23 against 17 G weights/s on one core of the development machine. F32 and
  * F16 rows are plain fp32 dots; the other types (Q5_*, k-quants) take the reference. */
 #include <immintrin.h>
 #include <string.h>
