@@ -179,13 +179,22 @@ uint64_t kvs_llama_identity(const kvs_llama *m) {
     return h;
 }
 
-static kvs_status load_tensor(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, float **out) {
+/* The tensor `name`, which must have shape [ne0, ne1]. */
+static kvs_status find_shaped(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, const kvs_gguf_tensor **out) {
     const kvs_gguf_tensor *t = kvs_gguf_find_tensor(g, name);
     if (!t) return kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' missing", name);
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
         return kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], want [%lld, %lld]", name,
                           (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
                           (long long)ne0, (long long)ne1);
+    *out = t;
+    return KVS_OK;
+}
+
+static kvs_status load_tensor(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, float **out) {
+    const kvs_gguf_tensor *t = NULL;
+    kvs_status s0 = find_shaped(g, name, ne0, ne1, &t);
+    if (s0) return s0;
     float *w = malloc((size_t)ne0 * (size_t)ne1 * sizeof(float));
     if (!w) return kvs_report(KVS_ERR_NOMEM, "model: out of memory for '%s'", name);
     kvs_status s = kvs_ggml_dequant(t->type, t->data, w, ne0 * ne1);
@@ -205,12 +214,9 @@ static kvs_status load_tensor(const kvs_gguf *g, const char *name, int64_t ne0, 
 /* A weight matrix [ne1][ne0] viewed in the file's format; every weight decoded once to check it is
  * finite (a NaN in a weight would surface far away, as a NaN attention input). */
 static kvs_status load_wmat(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, kvs_wmat *out) {
-    const kvs_gguf_tensor *t = kvs_gguf_find_tensor(g, name);
-    if (!t) return kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' missing", name);
-    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
-        return kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], want [%lld, %lld]", name,
-                          (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
-                          (long long)ne0, (long long)ne1);
+    const kvs_gguf_tensor *t = NULL;
+    kvs_status s0 = find_shaped(g, name, ne0, ne1, &t);
+    if (s0) return s0;
     kvs_status s = kvs_wmat_from_tensor(t, out);
     if (s) return s;
     enum { ROWS = 64 };
