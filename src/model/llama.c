@@ -137,14 +137,21 @@ kvs_status kvs_llama_layer(const kvs_llama *m, int layer, kvs_llama_layer_weight
     return KVS_OK;
 }
 
+/* A layer's weight matrices, in one list for whatever walks them all. */
+enum { LAYER_MATS = 7 };
+static void layer_mats(const layer_w *w, const kvs_wmat *mats[LAYER_MATS]) {
+    const kvs_wmat *all[LAYER_MATS] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+    memcpy(mats, all, sizeof all);
+}
+
 size_t kvs_llama_weight_bytes(const kvs_llama *m) {
     if (!m) return 0;
     size_t b = (size_t)m->hp.n_embd * sizeof(float) + m->output.row_bytes * m->output.rows; /* output norm, output */
     for (int l = 0; l < m->hp.n_layer; l++) {
-        const layer_w *w = &m->layers[l];
-        const kvs_wmat *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        const kvs_wmat *mats[LAYER_MATS];
+        layer_mats(&m->layers[l], mats);
         b += 2 * (size_t)m->hp.n_embd * sizeof(float);
-        for (int i = 0; i < 7; i++) b += mats[i]->row_bytes * mats[i]->rows;
+        for (int i = 0; i < LAYER_MATS; i++) b += mats[i]->row_bytes * mats[i]->rows;
     }
     return b;
 }
@@ -179,44 +186,15 @@ uint64_t kvs_llama_identity(const kvs_llama *m) {
     return h;
 }
 
-/* The tensor `name`, which must have shape [ne0, ne1]. */
-static kvs_status find_shaped(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, const kvs_gguf_tensor **out) {
+/* A weight matrix [ne1][ne0] viewed in the file's format; every weight decoded once to check it is
+ * finite (a NaN in a weight would surface far away, as a NaN attention input). */
+static kvs_status load_wmat(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, kvs_wmat *out) {
     const kvs_gguf_tensor *t = kvs_gguf_find_tensor(g, name);
     if (!t) return kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' missing", name);
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
         return kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], want [%lld, %lld]", name,
                           (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
                           (long long)ne0, (long long)ne1);
-    *out = t;
-    return KVS_OK;
-}
-
-static kvs_status load_tensor(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, float **out) {
-    const kvs_gguf_tensor *t = NULL;
-    kvs_status s0 = find_shaped(g, name, ne0, ne1, &t);
-    if (s0) return s0;
-    float *w = malloc((size_t)ne0 * (size_t)ne1 * sizeof(float));
-    if (!w) return kvs_report(KVS_ERR_NOMEM, "model: out of memory for '%s'", name);
-    kvs_status s = kvs_ggml_dequant(t->type, t->data, w, ne0 * ne1);
-    if (s) {
-        free(w);
-        return s;
-    }
-    for (int64_t i = 0; i < ne0 * ne1; i++)
-        if (!isfinite(w[i])) {
-            free(w);
-            return kvs_report(KVS_ERR_FORMAT, "model: tensor '%s' element %lld is not finite", name, (long long)i);
-        }
-    *out = w;
-    return KVS_OK;
-}
-
-/* A weight matrix [ne1][ne0] viewed in the file's format; every weight decoded once to check it is
- * finite (a NaN in a weight would surface far away, as a NaN attention input). */
-static kvs_status load_wmat(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, kvs_wmat *out) {
-    const kvs_gguf_tensor *t = NULL;
-    kvs_status s0 = find_shaped(g, name, ne0, ne1, &t);
-    if (s0) return s0;
     kvs_status s = kvs_wmat_from_tensor(t, out);
     if (s) return s;
     enum { ROWS = 64 };
@@ -234,6 +212,15 @@ static kvs_status load_wmat(const kvs_gguf *g, const char *name, int64_t ne0, in
     }
     free(buf);
     return s;
+}
+
+/* A small tensor (a norm's weights) decoded to fp32, with load_wmat's checks. */
+static kvs_status load_tensor(const kvs_gguf *g, const char *name, int64_t ne0, int64_t ne1, float **out) {
+    kvs_wmat w;
+    kvs_status s = load_wmat(g, name, ne0, ne1, &w);
+    if (s) return s;
+    if (!(*out = decoded(&w))) return kvs_report(KVS_ERR_NOMEM, "model: out of memory for '%s'", name);
+    return KVS_OK;
 }
 
 static kvs_status get_dim(const kvs_gguf *g, const char *key, int lo, int hi, int *out) {
@@ -401,12 +388,10 @@ static int gemm_step(int parts, int out) { return (out / parts + 15) / 16 * 16; 
 /* The scratch a chunk of n rows needs per thread: the largest part of any matrix, in floats. */
 static size_t scratch_floats(const kvs_llama *m, int n) {
     size_t most = 0;
-    const kvs_wmat *mats[8] = {&m->output};
+    const kvs_wmat *mats[LAYER_MATS + 1] = {&m->output};
     for (int l = 0; l < m->hp.n_layer; l++) {
-        const layer_w *w = &m->layers[l];
-        const kvs_wmat *lm[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
-        for (int i = 0; i < 7; i++) mats[1 + i] = lm[i];
-        for (int i = 0; i < 8; i++) {
+        layer_mats(&m->layers[l], mats + 1);
+        for (int i = 0; i < LAYER_MATS + 1; i++) {
             const int parts = gemm_parts(n, mats[i]->cols, mats[i]->rows);
             const size_t f = (size_t)gemm_step(parts, mats[i]->rows) * mats[i]->cols;
             most = f > most ? f : most;
