@@ -38,6 +38,8 @@ static const float *find(const char *name) {
     return NULL;
 }
 
+static void write_file(const char *path);
+
 static void write_model(const char *path) {
     rng_t r = {77};
     add_tensor("token_embd.weight", D, V, &r, 0.08, 0);
@@ -53,6 +55,11 @@ static void write_model(const char *path) {
             add_tensor(n, spec[i].a, spec[i].b, &r, spec[i].sd, spec[i].mean);
         }
     }
+    write_file(path);
+}
+
+/* the tensors of g_t as a GGUF file (fp32) */
+static void write_file(const char *path) {
     gbuf b = {0};
     gb_header(&b, 3, (uint64_t)g_nt, 9);
     gb_kv_str(&b, "general.architecture", "llama");
@@ -346,6 +353,33 @@ int main(void) {
     CHECK(kvs_llama_forward(m, b8, tok, 9, 0, 0, NULL) == KVS_ERR_CAPACITY, "past the cache capacity: %s", kvs_last_error());
     kvs_cache_free(b8);
     kvs_llama_free(m);
+    /* a weight that is not finite is refused at load, naming the tensor: in a matrix (read in place
+     * later, so checked when viewed) and in a norm (decoded at load) */
+    static const char *poisoned[] = {"blk.1.ffn_up.weight", "blk.0.ffn_norm.weight", "token_embd.weight"};
+    for (size_t i = 0; i < sizeof poisoned / sizeof *poisoned; i++) {
+        float *w = (float *)find(poisoned[i]);
+        const float keep = w[3];
+        w[3] = i == 1 ? INFINITY : NAN;
+        write_file(path);
+        kvs_llama *bad = NULL;
+        const kvs_status st = kvs_llama_load(path, &bad);
+        CHECK(st == KVS_ERR_FORMAT && bad == NULL && strstr(kvs_last_error(), poisoned[i]) && strstr(kvs_last_error(), "not finite"),
+              "%s with a non-finite weight: %s (%s)", poisoned[i], kvs_status_str(st), kvs_last_error());
+        kvs_llama_free(bad);
+        w[3] = keep;
+    }
+    /* a matrix of the wrong shape: attn_k as wide as attn_q */
+    for (int i = 0; i < g_nt; i++)
+        if (!strcmp(g_t[i].name, "blk.0.attn_k.weight")) {
+            const int keep = g_t[i].ne1;
+            g_t[i].ne1 = NKV * HD / 2;
+            write_file(path);
+            kvs_llama *bad = NULL;
+            CHECK(kvs_llama_load(path, &bad) == KVS_ERR_FORMAT && strstr(kvs_last_error(), "attn_k") && strstr(kvs_last_error(), "shape"),
+                  "attn_k of the wrong shape: %s", kvs_last_error());
+            kvs_llama_free(bad);
+            g_t[i].ne1 = keep;
+        }
     unlink(path);
     for (int i = 0; i < g_nt; i++) {
         free((void *)g_t[i].name);
