@@ -3,7 +3,8 @@
  * and the cache append) and of the rest, from the engine's own clocks (kvs_llama_timing). Each
  * decode step is a real one-token forward with its logits (the output layer included), fed the
  * book's next token so every config sees the same tokens; the prefill goes through the same
- * forward in chunks of --batch tokens and is timed too. */
+ * forward in chunks of --batch tokens and is timed too. The configs of one depth take turns step
+ * by step (run_depth), so their ratios are measured under the same machine state. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,43 +24,63 @@ typedef struct {
     double prefill_tok_s, tok_s, ms, weights_ms, attention_ms, other_ms, cache_bytes;
 } decode_row;
 
-/* Prefill `depth` tokens, then `steps` one-token forwards; fills the row. 0 or an exit code. */
-static int run_one(kvs_llama *m, const cli_named *nc, const int32_t *ids, int depth, int steps, int batch, decode_row *r) {
-    kvs_cache *c = NULL;
-    int rc = cli_cache(m, "--cache", nc->cfg, depth + steps + 1, &c);
-    if (rc) return rc;
+/* Prefill `depth` tokens into one cache per config, then `steps` one-token forwards each; fills
+ * rows[0..ncfg). The configs take turns, chunk by chunk in the prefill and step by step in the
+ * decode, so a slow spell of this shared machine falls on every config alike and the ratios of one
+ * run stay comparable. 0 or an exit code. */
+static int run_depth(kvs_llama *m, const cli_named *cfgs, int ncfg, const int32_t *ids, int depth, int steps, int batch,
+                     decode_row *rows) {
+    kvs_cache *c[16] = {0};
+    double pre_s[16] = {0};
+    kvs_llama_timing sum[16];
+    memset(sum, 0, sizeof sum);
+    int rc = 0, ci = 0;
+    for (ci = 0; ci < ncfg && !rc; ci++) rc = cli_cache(m, "--cache", cfgs[ci].cfg, depth + steps + 1, &c[ci]);
     const int V = kvs_llama_params(m)->n_vocab;
     float *lg = malloc(sizeof(float) * V);
+    if (rc || !lg) {
+        rc = rc ? rc : CLI_EXIT_RUNTIME;
+        goto out;
+    }
     rc = CLI_EXIT_RUNTIME;
-    if (!lg) goto out;
-    const double t0 = bench_now();
     for (int p = 0; p < depth; p += batch) {
         const int n = depth - p < batch ? depth - p : batch;
-        if (kvs_llama_forward(m, c, ids + p, n, p, n - 1, p + n == depth ? lg : NULL) != KVS_OK) goto fail;
+        for (ci = 0; ci < ncfg; ci++) {
+            const double t0 = bench_now();
+            if (kvs_llama_forward(m, c[ci], ids + p, n, p, n - 1, p + n == depth ? lg : NULL) != KVS_OK) goto fail;
+            pre_s[ci] += bench_now() - t0;
+        }
     }
-    const double t1 = bench_now();
-    kvs_llama_timing_reset(m);
     for (int s = 0; s < steps; s++)
-        if (kvs_llama_forward(m, c, ids + depth + s, 1, depth + s, 0, lg) != KVS_OK) goto fail;
-    kvs_llama_timing tm;
-    kvs_llama_timing_get(m, &tm);
-    r->name = nc->name;
-    r->depth = depth;
-    r->steps = steps;
-    r->prefill_tok_s = depth ? depth / (t1 - t0) : 0.0;
-    r->tok_s = steps / tm.total_s;
-    r->ms = 1e3 * tm.total_s / steps;
-    r->weights_ms = 1e3 * tm.weights_s / steps;
-    r->attention_ms = 1e3 * tm.attention_s / steps;
-    r->other_ms = r->ms - r->weights_ms - r->attention_ms;
-    r->cache_bytes = (double)kvs_cache_bytes(c);
+        for (ci = 0; ci < ncfg; ci++) {
+            kvs_llama_timing tm;
+            kvs_llama_timing_reset(m);
+            if (kvs_llama_forward(m, c[ci], ids + depth + s, 1, depth + s, 0, lg) != KVS_OK) goto fail;
+            kvs_llama_timing_get(m, &tm);
+            sum[ci].weights_s += tm.weights_s;
+            sum[ci].attention_s += tm.attention_s;
+            sum[ci].total_s += tm.total_s;
+        }
+    for (ci = 0; ci < ncfg; ci++) {
+        decode_row *r = &rows[ci];
+        r->name = cfgs[ci].name;
+        r->depth = depth;
+        r->steps = steps;
+        r->prefill_tok_s = depth ? depth / pre_s[ci] : 0.0;
+        r->tok_s = steps / sum[ci].total_s;
+        r->ms = 1e3 * sum[ci].total_s / steps;
+        r->weights_ms = 1e3 * sum[ci].weights_s / steps;
+        r->attention_ms = 1e3 * sum[ci].attention_s / steps;
+        r->other_ms = r->ms - r->weights_ms - r->attention_ms;
+        r->cache_bytes = (double)kvs_cache_bytes(c[ci]);
+    }
     rc = 0;
     goto out;
 fail:
-    fprintf(stderr, "bench decode: %s: %s\n", nc->name, kvs_last_error());
+    fprintf(stderr, "bench decode: %s: %s\n", cfgs[ci].name, kvs_last_error());
 out:
     free(lg);
-    kvs_cache_free(c);
+    for (int i = 0; i < ncfg; i++) kvs_cache_free(c[i]);
     return rc;
 }
 
@@ -79,7 +100,8 @@ int bench_decode_main(int argc, char **argv) {
     };
     const cli_cmd cmd = {"bench decode",
                          "End-to-end decode speed after a prefill of each depth, per cache config: tokens/s and each\n"
-                         "step's time in the weight products, the attention (attend + append) and the rest.",
+                         "step's time in the weight products, the attention (attend + append) and the rest. The\n"
+                         "configs of a depth hold their caches together and take turns step by step.",
                          NULL, NULL, 0, opts, CLI_COUNT(opts)};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc != CLI_RUN) return rc;
@@ -112,12 +134,11 @@ int bench_decode_main(int argc, char **argv) {
     decode_row *rows = calloc((size_t)ncfg * depths.n, sizeof *rows);
     if (!rows) goto done_ids;
     const double t_all = bench_now();
-    for (int di = 0; di < depths.n; di++)
-        for (int ci = 0; ci < ncfg; ci++) {
-            cli_progress("bench decode", (long)di * ncfg + ci, (long)depths.n * ncfg, t_all);
-            if ((rc = run_one(m, &cfgs[ci], ids, depths.v[di], steps, batch, &rows[di * ncfg + ci]))) goto done_rows;
-        }
-    cli_progress("bench decode", (long)depths.n * ncfg, (long)depths.n * ncfg, t_all);
+    for (int di = 0; di < depths.n; di++) {
+        cli_progress("bench decode", di, depths.n, t_all);
+        if ((rc = run_depth(m, cfgs, ncfg, ids, depths.v[di], steps, batch, &rows[di * ncfg]))) goto done_rows;
+    }
+    cli_progress("bench decode", depths.n, depths.n, t_all);
     fprintf(stderr, "\n");
     const double wbytes = (double)kvs_llama_weight_bytes(m);
     if (json) {
