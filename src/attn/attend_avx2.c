@@ -230,9 +230,14 @@ static void row_axpy(kvs_type T, const uint8_t *vp, size_t vrow, int G, int d, i
 }
 
 /* Bring the next group's block (and norms) toward L1 while this one is being computed: blocks
- * are separate allocations, so the hardware prefetcher does not see one stream. */
-static inline void prefetch_block(const uint8_t *p, size_t bytes) {
-    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+ * are separate allocations, so the hardware prefetcher does not see one stream. An asm statement,
+ * not _mm_prefetch: GCC 12 classes a helper whose body is only a loop of prefetch builtins as
+ * "looping const" (ipa-pure-const) and deletes its calls, which cost the GCC build a third of the
+ * INT2 kernel's speed in first-touch misses (docs/kernels.md). */
+static inline void prefetch_block(const void *p, size_t bytes) {
+    const char *c = p;
+    for (size_t o = 0; o < bytes; o += 64) __asm__ volatile("prefetcht0 %0" : : "m"(c[o]));
+    if (bytes) __asm__ volatile("prefetcht0 %0" : : "m"(c[bytes - 1])); /* the tail line of an unaligned range */
 }
 
 /* ---- online softmax over a tile of scores ------------------------------------------------ */
@@ -595,7 +600,7 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
         const float *nrm = kvs_job_norm(j, grp);
         if (grp + 2 < g1 && j->blk[grp + 2]) { /* two groups ahead: one group's work is shorter than a DRAM miss chain */
             prefetch_block(j->blk[grp + 2], blk_bytes < 4096 ? blk_bytes : 0);
-            if (nrm) _mm_prefetch((const char *)kvs_job_norm(j, grp + 2), _MM_HINT_T0);
+            if (nrm) prefetch_block(kvs_job_norm(j, grp + 2), (size_t)G * sizeof(float));
         }
         const uint16_t *Sk = kaff ? (const uint16_t *)(kp + (size_t)d * G * kb / 8) : NULL, *Ok = Sk ? Sk + d : NULL;
         if (kaff && jensen == KVS_JENSEN_EXACT)
@@ -660,20 +665,30 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
                 }
             } else {
                 row_dots(kt, kp, krow, G, d, g, qh, S);
-                for (int t = 0; t < vis; t++) {
-                    const float nt = nrm ? nrm[t] : 1.0f;
-                    if (jensen && ggml_k) kvs__block_key_delta(m, kp, t, dl);
-                    for (int h = 0; h < g; h++) {
-                        float s = tau * nt * S[(size_t)h * G + t];
-                        if (jensen == KVS_JENSEN_TAYLOR && ggml_k) {
-                            const float *w = kvs_job_q(j, j->w, i, h);
-                            float b = 0.0f;
-                            for (int x = 0; x < d; x++) b += w[x] * dl[x] * dl[x];
-                            s -= nt * nt * b;
-                        } else if (jensen == KVS_JENSEN_EXACT && ggml_k) {
-                            s -= kvs_jensen_exact(qh[h], dl, d, tau, nt, lambda);
+                if (!(jensen && ggml_k) && G % 8 == 0) { /* s = (tau n) s, as the scalar loop below rounds it */
+                    const __m256 tv = _mm256_set1_ps(tau);
+                    for (int h = 0; h < g; h++)
+                        for (int t = 0; t < G; t += 8) {
+                            const __m256 nv = nrm ? _mm256_loadu_ps(nrm + t) : _mm256_set1_ps(1.0f);
+                            float *s = S + (size_t)h * G + t;
+                            _mm256_storeu_ps(s, _mm256_mul_ps(_mm256_mul_ps(tv, nv), _mm256_loadu_ps(s)));
                         }
-                        S[(size_t)h * G + t] = s;
+                } else {
+                    for (int t = 0; t < vis; t++) {
+                        const float nt = nrm ? nrm[t] : 1.0f;
+                        if (jensen && ggml_k) kvs__block_key_delta(m, kp, t, dl);
+                        for (int h = 0; h < g; h++) {
+                            float s = tau * nt * S[(size_t)h * G + t];
+                            if (jensen == KVS_JENSEN_TAYLOR && ggml_k) {
+                                const float *w = kvs_job_q(j, j->w, i, h);
+                                float b = 0.0f;
+                                for (int x = 0; x < d; x++) b += w[x] * dl[x] * dl[x];
+                                s -= nt * nt * b;
+                            } else if (jensen == KVS_JENSEN_EXACT && ggml_k) {
+                                s -= kvs_jensen_exact(qh[h], dl, d, tau, nt, lambda);
+                            }
+                            S[(size_t)h * G + t] = s;
+                        }
                     }
                 }
             }
