@@ -746,10 +746,300 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
     free(isum);
 }
 
+/* ---- paired INT2/INT4 keys and values at G = 32: the decode kernel ------------------------ */
+
+/* Lane h of the result = max (sum) of the 8 lanes of v[h], for 4 vectors at once: a transposed
+ * reduction, 7 operations instead of 4 separate horizontal ones. */
+static inline __m128 max4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 t0 = _mm256_max_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    const __m256 t1 = _mm256_max_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+    const __m256 u = _mm256_max_ps(_mm256_shuffle_ps(t0, t1, 0x44), _mm256_shuffle_ps(t0, t1, 0xee));
+    return _mm_max_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+}
+static inline __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 t0 = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    const __m256 t1 = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+    const __m256 u = _mm256_add_ps(_mm256_shuffle_ps(t0, t1, 0x44), _mm256_shuffle_ps(t0, t1, 0xee));
+    return _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+}
+
+/* kvs_round_i8's step for up to 4 maxima at once (one divide for all): inv = 127/amax and
+ * scale = amax/127 lane-wise, both 0 where amax = 0 (the codes are then all 0, as there). */
+static inline void i8_steps(__m128 amax, __m128 *inv, __m128 *scale) {
+    const __m128 nz = _mm_cmpgt_ps(amax, _mm_setzero_ps()), c = _mm_set1_ps(127.0f);
+    *inv = _mm_and_ps(nz, _mm_div_ps(c, _mm_or_ps(amax, _mm_andnot_ps(nz, c)))); /* no 127/0 */
+    *scale = _mm_div_ps(amax, c);
+}
+
+/* 32 floats x (4 vectors) rounded to int8 with step 1/inv (round_i8's arithmetic, the step
+ * given); returns the residual vector sum of x - scale * x8. */
+static inline __m256 round32(const __m256 *x, __m256 inv, __m256 scale, int8_t *q) {
+    __m256i v[4];
+    __m256 r = _mm256_setzero_ps();
+    for (int u = 0; u < 4; u++) {
+        v[u] = _mm256_cvtps_epi32(_mm256_mul_ps(x[u], inv)); /* rint (MXCSR) */
+        r = _mm256_add_ps(r, _mm256_fnmadd_ps(scale, _mm256_cvtepi32_ps(v[u]), x[u]));
+    }
+    const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+    _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    return r;
+}
+
+static inline float lane(__m128 v, int h) {
+    float f[4];
+    _mm_storeu_ps(f, v);
+    return f[h];
+}
+
+enum { PB = 4 }; /* groups per softmax step of the paired kernel */
+
+/* Scores of one group for HB heads into s[h * lds + t]: the query folded into the channel
+ * scales and rounded to int8 for all heads in one pass over S and O, integer sums on the codes
+ * kept in registers, then s = tau n (scale_a isum + beta) - n^2 bj in one epilogue. */
+static inline __attribute__((always_inline)) void paired_scores(const uint8_t *kp, const float *nrm, int vis,
+                                                                const float *const *qh, const float *const *wh,
+                                                                float tau, float *s, int lds, const int D,
+                                                                const int KB, const int HB) {
+    const uint16_t *Sk = (const uint16_t *)(kp + (size_t)D * 32 * KB / 8), *Ok = Sk + D;
+    const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+    __m256 am[4] = {zero, zero, zero, zero}, ba[4] = {zero, zero, zero, zero}, ja[4] = {zero, zero, zero, zero};
+    float A[3][128];
+    for (int x = 0; x < D; x += 8) {
+        const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + x)));
+        const __m256 ov = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Ok + x)));
+        const __m256 s2 = _mm256_mul_ps(sv, sv);
+        for (int h = 0; h < HB; h++) {
+            const __m256 qv = _mm256_loadu_ps(qh[h] + x), a = _mm256_mul_ps(qv, sv);
+            _mm256_storeu_ps(A[h] + x, a);
+            am[h] = _mm256_max_ps(am[h], _mm256_andnot_ps(sign, a));
+            ba[h] = _mm256_fmadd_ps(qv, ov, ba[h]);
+            if (wh) ja[h] = _mm256_fmadd_ps(_mm256_loadu_ps(wh[h] + x), s2, ja[h]);
+        }
+    }
+    __m128 inv, scale;
+    i8_steps(max4(am[0], am[1], am[2], am[3]), &inv, &scale);
+    int8_t a8[3][128];
+    __m256 res[4] = {zero, zero, zero, zero};
+    for (int h = 0; h < HB; h++) {
+        const __m256 iv = _mm256_set1_ps(lane(inv, h)), sc = _mm256_set1_ps(lane(scale, h));
+        for (int x = 0; x < D; x += 32) {
+            const __m256 xv[4] = {_mm256_loadu_ps(A[h] + x), _mm256_loadu_ps(A[h] + x + 8), _mm256_loadu_ps(A[h] + x + 16),
+                                  _mm256_loadu_ps(A[h] + x + 24)};
+            res[h] = _mm256_add_ps(res[h], round32(xv, iv, sc, a8[h] + x));
+        }
+    }
+    /* beta = q.O plus the rounding residual at the middle code */
+    const __m128 beta = _mm_fmadd_ps(_mm_set1_ps(0.5f * (float)((1 << KB) - 1)), sum4(res[0], res[1], res[2], res[3]),
+                                     sum4(ba[0], ba[1], ba[2], ba[3]));
+    const __m128 bj = sum4(ja[0], ja[1], ja[2], ja[3]);
+
+    /* isum[h][t] = sum_c a8[h][c] code(c, t): i16 lanes (token k of lo, 16 + k of hi) flushed
+     * to i32 before they can overflow */
+    const int cps = 8 / KB, nsub = D / cps, flush = KB == 2 ? 16 : 8;
+    const __m256i mask = _mm256_set1_epi8((char)((1 << KB) - 1));
+    __m256i is[3][4] = {{_mm256_setzero_si256()}}; /* (heads past HB stay unused) */
+    for (int s0 = 0; s0 < nsub; s0 += flush) {
+        __m256i lo[3], hi[3];
+        for (int h = 0; h < HB; h++) lo[h] = hi[h] = _mm256_setzero_si256();
+        for (int sub = s0; sub < s0 + flush; sub++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(kp + 32 * (size_t)sub));
+            if (KB == 2) {
+                const __m256i v0 = _mm256_and_si256(x, mask), v1 = _mm256_and_si256(_mm256_srli_epi16(x, 2), mask);
+                const __m256i v2 = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+                const __m256i v3 = _mm256_and_si256(_mm256_srli_epi16(x, 6), mask);
+                for (int h = 0; h < HB; h++) {
+                    const __m256i pa = bcast_pair(a8[h] + 4 * sub), pb = bcast_pair(a8[h] + 4 * sub + 2);
+                    lo[h] = _mm256_add_epi16(lo[h], _mm256_add_epi16(_mm256_maddubs_epi16(v0, pa), _mm256_maddubs_epi16(v2, pb)));
+                    hi[h] = _mm256_add_epi16(hi[h], _mm256_add_epi16(_mm256_maddubs_epi16(v1, pa), _mm256_maddubs_epi16(v3, pb)));
+                }
+            } else {
+                const __m256i v0 = _mm256_and_si256(x, mask), v1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+                for (int h = 0; h < HB; h++) {
+                    const __m256i pa = bcast_pair(a8[h] + 2 * sub);
+                    lo[h] = _mm256_add_epi16(lo[h], _mm256_maddubs_epi16(v0, pa));
+                    hi[h] = _mm256_add_epi16(hi[h], _mm256_maddubs_epi16(v1, pa));
+                }
+            }
+        }
+        for (int h = 0; h < HB; h++) {
+            const __m256i q[4] = {_mm256_cvtepi16_epi32(_mm256_castsi256_si128(lo[h])),
+                                  _mm256_cvtepi16_epi32(_mm256_extracti128_si256(lo[h], 1)),
+                                  _mm256_cvtepi16_epi32(_mm256_castsi256_si128(hi[h])),
+                                  _mm256_cvtepi16_epi32(_mm256_extracti128_si256(hi[h], 1))};
+            for (int v = 0; v < 4; v++) is[h][v] = s0 ? _mm256_add_epi32(is[h][v], q[v]) : q[v];
+        }
+    }
+    const __m256 tv = _mm256_set1_ps(tau);
+    for (int v = 0; v < 4; v++) {
+        const __m256 nv = nrm ? _mm256_loadu_ps(nrm + 8 * v) : _mm256_set1_ps(1.0f);
+        const __m256 tn = _mm256_mul_ps(tv, nv), n2 = _mm256_mul_ps(nv, nv);
+        for (int h = 0; h < HB; h++) {
+            __m256 x = _mm256_fmadd_ps(_mm256_set1_ps(lane(scale, h)), _mm256_cvtepi32_ps(is[h][v]), _mm256_set1_ps(lane(beta, h)));
+            x = _mm256_mul_ps(tn, x);
+            if (wh) x = _mm256_fnmadd_ps(n2, _mm256_set1_ps(lane(bj, h)), x);
+            _mm256_storeu_ps(s + (size_t)h * lds + 8 * v, x);
+        }
+    }
+    for (int h = 0; h < HB; h++) /* tokens this query does not see yet get no weight */
+        for (int t = vis; t < 32; t++) s[(size_t)h * lds + t] = -INFINITY;
+}
+
+/* acc[h] += sum_t p[h][t] v^_t for one group and HB heads: the weights p S rounded to int8 per
+ * channel group (amax of each head and group from one pass, one divide for all heads), integer
+ * sums over token pairs per pair of 16-channel vectors of one channel group (6 accumulators, no
+ * spills), the offsets sum_t p O added in the same epilogue. */
+static inline __attribute__((always_inline)) void paired_values(const uint8_t *vp, const float *p, int ldp, float *acc,
+                                                                const int D, const int VB, const int HB) {
+    enum { NJ = 128 / 32 };
+    const int nj = D / 32;
+    const uint16_t *Sv = (const uint16_t *)(vp + (size_t)32 * D * VB / 8), *Ov = Sv + (size_t)nj * 32;
+    const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+    const float mid = 0.5f * (float)((1 << VB) - 1);
+    int8_t w8[NJ][3][32];
+    float sw[NJ][4], wo[NJ][4];
+    for (int jg = 0; jg < nj; jg++) {
+        __m256 sv[4], ov[4];
+        for (int k = 0; k < 4; k++) {
+            sv[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sv + jg * 32 + 8 * k)));
+            ov[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Ov + jg * 32 + 8 * k)));
+        }
+        __m256 w[3][4], am[4] = {zero, zero, zero, zero}, oa[4] = {zero, zero, zero, zero};
+        for (int h = 0; h < HB; h++)
+            for (int k = 0; k < 4; k++) {
+                const __m256 pv = _mm256_loadu_ps(p + (size_t)h * ldp + 8 * k);
+                w[h][k] = _mm256_mul_ps(pv, sv[k]);
+                am[h] = _mm256_max_ps(am[h], _mm256_andnot_ps(sign, w[h][k]));
+                oa[h] = _mm256_fmadd_ps(pv, ov[k], oa[h]);
+            }
+        __m128 inv, scale;
+        i8_steps(max4(am[0], am[1], am[2], am[3]), &inv, &scale);
+        __m256 res[4] = {zero, zero, zero, zero};
+        for (int h = 0; h < HB; h++)
+            res[h] = round32(w[h], _mm256_set1_ps(lane(inv, h)), _mm256_set1_ps(lane(scale, h)), w8[jg][h]);
+        _mm_storeu_ps(sw[jg], scale);
+        _mm_storeu_ps(wo[jg], _mm_fmadd_ps(_mm_set1_ps(mid), sum4(res[0], res[1], res[2], res[3]), sum4(oa[0], oa[1], oa[2], oa[3])));
+    }
+    /* a 32-byte chunk holds 128/VB channels of a token pair; vectors v and v+1 (16 channels
+     * each) lie in one channel group of 32 */
+    const int cps = 128 / VB, vps = 8 / VB, flush = VB == 2 ? 16 : 8;
+    const size_t pair_bytes = (size_t)D * VB / 4;
+    const __m256i mask = _mm256_set1_epi8((char)((1 << VB) - 1));
+    for (int sub = 0; sub < D / cps; sub++)
+        for (int v = 0; v < vps; v += 2) {
+            const int jg = (sub * cps + 16 * v) / 32;
+            for (int u0 = 0; u0 < 16; u0 += flush) {
+                __m256i A0[3], A1[3];
+                for (int h = 0; h < HB; h++) A0[h] = A1[h] = _mm256_setzero_si256();
+                for (int u = u0; u < u0 + flush; u++) {
+                    const __m256i x = _mm256_loadu_si256((const __m256i *)(vp + (size_t)u * pair_bytes + 32 * (size_t)sub));
+                    const __m256i c0 = _mm256_and_si256(v ? _mm256_srli_epi16(x, VB * v) : x, mask);
+                    const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(x, VB * (v + 1)), mask);
+                    for (int h = 0; h < HB; h++) {
+                        const __m256i wp = bcast_pair(w8[jg][h] + 2 * u);
+                        A0[h] = _mm256_add_epi16(A0[h], _mm256_maddubs_epi16(c0, wp));
+                        A1[h] = _mm256_add_epi16(A1[h], _mm256_maddubs_epi16(c1, wp));
+                    }
+                }
+                for (int h = 0; h < HB; h++) { /* i16 lane k of A0 = channel sub*cps + 16v + k */
+                    float *a = acc + (size_t)h * D + sub * cps + 16 * v;
+                    const __m256 sc = _mm256_set1_ps(sw[jg][h]);
+                    const __m256 off = u0 ? zero : _mm256_set1_ps(wo[jg][h]);
+                    const __m256i AA[2] = {A0[h], A1[h]};
+                    for (int e = 0; e < 2; e++) {
+                        const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(AA[e])));
+                        const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(AA[e], 1)));
+                        _mm256_storeu_ps(a + 16 * e, _mm256_fmadd_ps(sc, f0, _mm256_add_ps(_mm256_loadu_ps(a + 16 * e), off)));
+                        _mm256_storeu_ps(a + 16 * e + 8, _mm256_fmadd_ps(sc, f1, _mm256_add_ps(_mm256_loadu_ps(a + 16 * e + 8), off)));
+                    }
+                }
+            }
+        }
+}
+
+/* Per query, PB groups at a time: scores of every head block, one online-softmax step per head
+ * over the PB * 32 scores, then the values. Ranges of PB groups are fixed in absolute group
+ * indices (items start at multiples of PB), so a query's bits do not depend on the chunking. */
+static inline __attribute__((always_inline)) void paired_body(const kvs_attn_job *j, int g0, int g1, kvs_partial *p,
+                                                              const int D, const int KB, const int VB) {
+    const kvs_method *m = j->m;
+    const int g = m->g;
+    const size_t kbytes = m->key.bytes, blk_bytes = kbytes + m->value.bytes;
+    const float tau = m->tau;
+    const int taylor = m->jensen == KVS_JENSEN_TAYLOR;
+    float S[3][PB * 32];
+    kvs_partial_init(j, p);
+    for (int b0 = g0; b0 < g1; b0 += PB) {
+        const int b1 = b0 + PB < g1 ? b0 + PB : g1;
+        for (int grp = b1; grp < b1 + PB && grp < g1; grp++) /* the next range toward L1 */
+            if (j->blk[grp]) {
+                prefetch_block(j->blk[grp], blk_bytes < 4096 ? blk_bytes : 0);
+                if (kvs_job_norm(j, grp)) prefetch_block(kvs_job_norm(j, grp), 32 * sizeof(float));
+            }
+        for (int i = j->i0; i < j->i1; i++) {
+            int gl[PB], vis[PB], n = 0; /* the range's groups this query sees */
+            for (int grp = b0; grp < b1; grp++) {
+                const int t = j->blk[grp] ? kvs_job_group_tokens(j, i, grp) : 0;
+                if (t > 0) gl[n] = grp, vis[n++] = t;
+            }
+            if (!n) continue;
+            for (int h0 = 0; h0 < g; h0 += 3) {
+                const int hb = g - h0 < 3 ? g - h0 : 3;
+                const float *qh[3], *wh[3];
+                for (int h = 0; h < hb; h++) {
+                    qh[h] = kvs_job_q(j, j->qr, i, h0 + h);
+                    wh[h] = taylor ? kvs_job_q(j, j->w, i, h0 + h) : NULL;
+                }
+                for (int x = 0; x < n; x++) {
+                    const uint8_t *kp = j->blk[gl[x]];
+                    const float *nrm = kvs_job_norm(j, gl[x]);
+                    float *s = S[0] + 32 * x;
+                    switch (hb * 2 + taylor) { /* heads and Jensen as constants: no per-lane branches */
+                    case 2: paired_scores(kp, nrm, vis[x], qh, NULL, tau, s, PB * 32, D, KB, 1); break;
+                    case 3: paired_scores(kp, nrm, vis[x], qh, wh, tau, s, PB * 32, D, KB, 1); break;
+                    case 4: paired_scores(kp, nrm, vis[x], qh, NULL, tau, s, PB * 32, D, KB, 2); break;
+                    case 5: paired_scores(kp, nrm, vis[x], qh, wh, tau, s, PB * 32, D, KB, 2); break;
+                    case 6: paired_scores(kp, nrm, vis[x], qh, NULL, tau, s, PB * 32, D, KB, 3); break;
+                    default: paired_scores(kp, nrm, vis[x], qh, wh, tau, s, PB * 32, D, KB, 3); break;
+                    }
+                }
+                float *acc = p->acc + ((size_t)i * g + h0) * D;
+                for (int h = 0; h < hb; h++) {
+                    const size_t o = (size_t)i * g + h0 + h;
+                    softmax_tile(S[h], 32 * n, &p->m[o], &p->l[o], acc + (size_t)h * D, D);
+                }
+                for (int x = 0; x < n; x++) {
+                    const uint8_t *vp = j->blk[gl[x]] + kbytes;
+                    switch (hb) {
+                    case 1: paired_values(vp, S[0] + 32 * x, PB * 32, acc, D, VB, 1); break;
+                    case 2: paired_values(vp, S[0] + 32 * x, PB * 32, acc, D, VB, 2); break;
+                    default: paired_values(vp, S[0] + 32 * x, PB * 32, acc, D, VB, 3); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void paired_kernel(const kvs_attn_job *j, int g0, int g1, kvs_partial *p, const int D) {
+    switch (j->m->key.bits * 8 + j->m->value.bits) {
+    case 2 * 8 + 2: paired_body(j, g0, g1, p, D, 2, 2); break;
+    case 2 * 8 + 4: paired_body(j, g0, g1, p, D, 2, 4); break;
+    case 4 * 8 + 2: paired_body(j, g0, g1, p, D, 4, 2); break;
+    default: paired_body(j, g0, g1, p, D, 4, 4); break;
+    }
+}
+
 enum { ROWS = KVS_LAYOUT_ROWS, PAIRED = KVS_LAYOUT_PAIRED };
-/* paired INT2/INT4 keys and values (OScaR, KIVI at G = 32): integer multiply-adds throughout */
-static void groups_paired_32_64(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 64, PAIRED, PAIRED); }
-static void groups_paired_32_128(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 128, PAIRED, PAIRED); }
+/* paired INT2/INT4 keys and values (OScaR, KIVI at G = 32): integer multiply-adds throughout; the
+ * exact Jensen term is per token and stays in the general body */
+static void groups_paired_32_64(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
+    if (j->m->jensen == KVS_JENSEN_EXACT) groups_body(j, g0, g1, p, 32, 64, PAIRED, PAIRED); /* per-token Jensen */
+    else paired_kernel(j, g0, g1, p, 64);
+}
+static void groups_paired_32_128(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) {
+    if (j->m->jensen == KVS_JENSEN_EXACT) groups_body(j, g0, g1, p, 32, 128, PAIRED, PAIRED);
+    else paired_kernel(j, g0, g1, p, 128);
+}
 /* per-token rows (fp16, q8_0, q4_0, fp32) on both sides: llama.cpp's cache types */
 static void groups_rows_32_64(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 64, ROWS, ROWS); }
 static void groups_rows_32_128(const kvs_attn_job *j, int g0, int g1, kvs_partial *p) { groups_body(j, g0, g1, p, 32, 128, ROWS, ROWS); }
