@@ -970,11 +970,6 @@ static inline __attribute__((always_inline)) void paired_body(const kvs_attn_job
     kvs_partial_init(j, p);
     for (int b0 = g0; b0 < g1; b0 += PB) {
         const int b1 = b0 + PB < g1 ? b0 + PB : g1;
-        for (int grp = b1; grp < b1 + PB && grp < g1; grp++) /* the next range toward L1 */
-            if (j->blk[grp]) {
-                prefetch_block(j->blk[grp], blk_bytes < 4096 ? blk_bytes : 0);
-                if (kvs_job_norm(j, grp)) prefetch_block(kvs_job_norm(j, grp), 32 * sizeof(float));
-            }
         for (int i = j->i0; i < j->i1; i++) {
             int gl[PB], vis[PB], n = 0; /* the range's groups this query sees */
             for (int grp = b0; grp < b1; grp++) {
@@ -993,6 +988,13 @@ static inline __attribute__((always_inline)) void paired_body(const kvs_attn_job
                     const uint8_t *kp = j->blk[gl[x]];
                     const float *nrm = kvs_job_norm(j, gl[x]);
                     float *s = S[0] + 32 * x;
+                    if (i == j->i0 && h0 == 0) { /* one block a group, a range ahead: a burst of them stalls */
+                        const int nx = b0 + PB + x;
+                        if (nx < g1 && j->blk[nx]) {
+                            prefetch_block(j->blk[nx], blk_bytes < 4096 ? blk_bytes : 0);
+                            if (kvs_job_norm(j, nx)) prefetch_block(kvs_job_norm(j, nx), 32 * sizeof(float));
+                        }
+                    }
                     switch (hb * 2 + taylor) { /* heads and Jensen as constants: no per-lane branches */
                     case 2: paired_scores(kp, nrm, vis[x], qh, NULL, tau, s, PB * 32, D, KB, 1); break;
                     case 3: paired_scores(kp, nrm, vis[x], qh, wh, tau, s, PB * 32, D, KB, 1); break;
