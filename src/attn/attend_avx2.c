@@ -968,6 +968,11 @@ static inline __attribute__((always_inline)) void paired_body(const kvs_attn_job
     const int taylor = m->jensen == KVS_JENSEN_TAYLOR;
     float S[3][PB * 32];
     kvs_partial_init(j, p);
+    for (int grp = g0; grp < g0 + PB && grp < g1; grp++) /* the first range; the loop below asks a range ahead */
+        if (j->blk[grp]) {
+            prefetch_block(j->blk[grp], blk_bytes < 4096 ? blk_bytes : 0);
+            if (kvs_job_norm(j, grp)) prefetch_block(kvs_job_norm(j, grp), 32 * sizeof(float));
+        }
     for (int b0 = g0; b0 < g1; b0 += PB) {
         const int b1 = b0 + PB < g1 ? b0 + PB : g1;
         for (int i = j->i0; i < j->i1; i++) {
