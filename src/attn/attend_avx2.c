@@ -436,6 +436,17 @@ static inline __m256i bcast_pair(const int8_t *p) {
     return _mm256_set1_epi16(v);
 }
 
+/* The code planes of one 32-byte paired chunk: plane k holds bits [kB, kB + B) of every byte
+ * (B = 2: four planes, B = 4: two), each a vector of u8 codes for vpmaddubsw. */
+static inline __attribute__((always_inline)) void code_planes(__m256i x, __m256i mask, const int B, __m256i v[4]) {
+    v[0] = _mm256_and_si256(x, mask);
+    v[1] = _mm256_and_si256(_mm256_srli_epi16(x, B), mask);
+    if (B == 2) {
+        v[2] = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+        v[3] = _mm256_and_si256(_mm256_srli_epi16(x, 6), mask);
+    }
+}
+
 /* isum[h][t] (t < 32) += sum_c a8[h][c] * code(c, t) over channels [0, d), keys paired. */
 static inline __attribute__((always_inline)) void key_isums_BH(const uint8_t *codes, int d, const int8_t *a8,
                                                                int32_t *isum, const int B, const int HB) {
@@ -446,22 +457,17 @@ static inline __attribute__((always_inline)) void key_isums_BH(const uint8_t *co
         for (int h = 0; h < HB; h++) lo[h] = hi[h] = _mm256_setzero_si256();
         const int s1 = s0 + flush < nsub ? s0 + flush : nsub;
         for (int sub = s0; sub < s1; sub++) {
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(codes + 32 * (size_t)sub));
-            if (B == 2) {
-                const __m256i v0 = _mm256_and_si256(x, mask), v1 = _mm256_and_si256(_mm256_srli_epi16(x, 2), mask);
-                const __m256i v2 = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
-                const __m256i v3 = _mm256_and_si256(_mm256_srli_epi16(x, 6), mask);
-                for (int h = 0; h < HB; h++) {
+            __m256i v[4];
+            code_planes(_mm256_loadu_si256((const __m256i *)(codes + 32 * (size_t)sub)), mask, B, v);
+            for (int h = 0; h < HB; h++) {
+                if (B == 2) {
                     const __m256i pa = bcast_pair(a8 + (size_t)h * d + 4 * sub), pb = bcast_pair(a8 + (size_t)h * d + 4 * sub + 2);
-                    lo[h] = _mm256_add_epi16(lo[h], _mm256_add_epi16(_mm256_maddubs_epi16(v0, pa), _mm256_maddubs_epi16(v2, pb)));
-                    hi[h] = _mm256_add_epi16(hi[h], _mm256_add_epi16(_mm256_maddubs_epi16(v1, pa), _mm256_maddubs_epi16(v3, pb)));
-                }
-            } else {
-                const __m256i v0 = _mm256_and_si256(x, mask), v1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
-                for (int h = 0; h < HB; h++) {
+                    lo[h] = _mm256_add_epi16(lo[h], _mm256_add_epi16(_mm256_maddubs_epi16(v[0], pa), _mm256_maddubs_epi16(v[2], pb)));
+                    hi[h] = _mm256_add_epi16(hi[h], _mm256_add_epi16(_mm256_maddubs_epi16(v[1], pa), _mm256_maddubs_epi16(v[3], pb)));
+                } else {
                     const __m256i pa = bcast_pair(a8 + (size_t)h * d + 2 * sub);
-                    lo[h] = _mm256_add_epi16(lo[h], _mm256_maddubs_epi16(v0, pa));
-                    hi[h] = _mm256_add_epi16(hi[h], _mm256_maddubs_epi16(v1, pa));
+                    lo[h] = _mm256_add_epi16(lo[h], _mm256_maddubs_epi16(v[0], pa));
+                    hi[h] = _mm256_add_epi16(hi[h], _mm256_maddubs_epi16(v[1], pa));
                 }
             }
         }
@@ -842,22 +848,17 @@ static inline __attribute__((always_inline)) void paired_scores(const uint8_t *k
         __m256i lo[3], hi[3];
         for (int h = 0; h < HB; h++) lo[h] = hi[h] = _mm256_setzero_si256();
         for (int sub = s0; sub < s0 + flush; sub++) {
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(kp + 32 * (size_t)sub));
-            if (KB == 2) {
-                const __m256i v0 = _mm256_and_si256(x, mask), v1 = _mm256_and_si256(_mm256_srli_epi16(x, 2), mask);
-                const __m256i v2 = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
-                const __m256i v3 = _mm256_and_si256(_mm256_srli_epi16(x, 6), mask);
-                for (int h = 0; h < HB; h++) {
+            __m256i v[4];
+            code_planes(_mm256_loadu_si256((const __m256i *)(kp + 32 * (size_t)sub)), mask, KB, v);
+            for (int h = 0; h < HB; h++) {
+                if (KB == 2) {
                     const __m256i pa = bcast_pair(a8[h] + 4 * sub), pb = bcast_pair(a8[h] + 4 * sub + 2);
-                    lo[h] = _mm256_add_epi16(lo[h], _mm256_add_epi16(_mm256_maddubs_epi16(v0, pa), _mm256_maddubs_epi16(v2, pb)));
-                    hi[h] = _mm256_add_epi16(hi[h], _mm256_add_epi16(_mm256_maddubs_epi16(v1, pa), _mm256_maddubs_epi16(v3, pb)));
-                }
-            } else {
-                const __m256i v0 = _mm256_and_si256(x, mask), v1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
-                for (int h = 0; h < HB; h++) {
+                    lo[h] = _mm256_add_epi16(lo[h], _mm256_add_epi16(_mm256_maddubs_epi16(v[0], pa), _mm256_maddubs_epi16(v[2], pb)));
+                    hi[h] = _mm256_add_epi16(hi[h], _mm256_add_epi16(_mm256_maddubs_epi16(v[1], pa), _mm256_maddubs_epi16(v[3], pb)));
+                } else {
                     const __m256i pa = bcast_pair(a8[h] + 2 * sub);
-                    lo[h] = _mm256_add_epi16(lo[h], _mm256_maddubs_epi16(v0, pa));
-                    hi[h] = _mm256_add_epi16(hi[h], _mm256_maddubs_epi16(v1, pa));
+                    lo[h] = _mm256_add_epi16(lo[h], _mm256_maddubs_epi16(v[0], pa));
+                    hi[h] = _mm256_add_epi16(hi[h], _mm256_maddubs_epi16(v[1], pa));
                 }
             }
         }
