@@ -240,6 +240,14 @@ static inline void prefetch_block(const void *p, size_t bytes) {
     if (bytes) __asm__ volatile("prefetcht0 %0" : : "m"(c[bytes - 1])); /* the tail line of an unaligned range */
 }
 
+/* A group's block (line by line when it is small enough for that to pay) and its norms. */
+static inline void prefetch_group(const kvs_attn_job *j, int grp, int G, size_t blk_bytes) {
+    if (!j->blk[grp]) return;
+    prefetch_block(j->blk[grp], blk_bytes < 4096 ? blk_bytes : 0);
+    const float *nrm = kvs_job_norm(j, grp);
+    if (nrm) prefetch_block(nrm, (size_t)G * sizeof(float));
+}
+
 /* ---- online softmax over a tile of scores ------------------------------------------------ */
 
 /* s[nt] scores -> probabilities relative to the new running max; rescales l and acc[d]. */
@@ -604,10 +612,7 @@ static inline __attribute__((always_inline)) void groups_body(const kvs_attn_job
         if (!kp) continue; /* evicted before this chunk */
         const uint8_t *vp = kp + kbytes;
         const float *nrm = kvs_job_norm(j, grp);
-        if (grp + 2 < g1 && j->blk[grp + 2]) { /* two groups ahead: one group's work is shorter than a DRAM miss chain */
-            prefetch_block(j->blk[grp + 2], blk_bytes < 4096 ? blk_bytes : 0);
-            if (nrm) prefetch_block(kvs_job_norm(j, grp + 2), (size_t)G * sizeof(float));
-        }
+        if (grp + 2 < g1) prefetch_group(j, grp + 2, G, blk_bytes); /* one group's work is shorter than a DRAM miss chain */
         const uint16_t *Sk = kaff ? (const uint16_t *)(kp + (size_t)d * G * kb / 8) : NULL, *Ok = Sk ? Sk + d : NULL;
         if (kaff && jensen == KVS_JENSEN_EXACT)
             for (int x = 0; x < d; x += 8) _mm256_storeu_ps(dl + x, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + x))));
@@ -969,11 +974,7 @@ static inline __attribute__((always_inline)) void paired_body(const kvs_attn_job
     const int taylor = m->jensen == KVS_JENSEN_TAYLOR;
     float S[3][PB * 32];
     kvs_partial_init(j, p);
-    for (int grp = g0; grp < g0 + PB && grp < g1; grp++) /* the first range; the loop below asks a range ahead */
-        if (j->blk[grp]) {
-            prefetch_block(j->blk[grp], blk_bytes < 4096 ? blk_bytes : 0);
-            if (kvs_job_norm(j, grp)) prefetch_block(kvs_job_norm(j, grp), 32 * sizeof(float));
-        }
+    for (int grp = g0; grp < g0 + PB && grp < g1; grp++) prefetch_group(j, grp, 32, blk_bytes); /* the first range */
     for (int b0 = g0; b0 < g1; b0 += PB) {
         const int b1 = b0 + PB < g1 ? b0 + PB : g1;
         for (int i = j->i0; i < j->i1; i++) {
@@ -994,13 +995,8 @@ static inline __attribute__((always_inline)) void paired_body(const kvs_attn_job
                     const uint8_t *kp = j->blk[gl[x]];
                     const float *nrm = kvs_job_norm(j, gl[x]);
                     float *s = S[0] + 32 * x;
-                    if (i == j->i0 && h0 == 0) { /* one block a group, a range ahead: a burst of them stalls */
-                        const int nx = b0 + PB + x;
-                        if (nx < g1 && j->blk[nx]) {
-                            prefetch_block(j->blk[nx], blk_bytes < 4096 ? blk_bytes : 0);
-                            if (kvs_job_norm(j, nx)) prefetch_block(kvs_job_norm(j, nx), 32 * sizeof(float));
-                        }
-                    }
+                    if (i == j->i0 && h0 == 0 && b0 + PB + x < g1) /* one block a group, a range ahead: a burst of them stalls */
+                        prefetch_group(j, b0 + PB + x, 32, blk_bytes);
                     switch (hb * 2 + taylor) { /* heads and Jensen as constants: no per-lane branches */
                     case 2: paired_scores(kp, nrm, vis[x], qh, NULL, tau, s, PB * 32, D, KB, 1); break;
                     case 3: paired_scores(kp, nrm, vis[x], qh, wh, tau, s, PB * 32, D, KB, 1); break;
